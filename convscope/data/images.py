@@ -1,0 +1,180 @@
+"""Image files through Pillow: one image for a model's input, or a folder of class folders.
+
+Pillow is imported only when an image is read; without it these functions raise ImportError
+saying how to install it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .formats import DataError
+
+__all__ = ["IMAGE_EXTENSIONS", "load_image", "load_image_folder", "image_folder_classes"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+_FITS = ("stretch", "crop", "pad")
+
+
+def _pil() -> Any:
+    try:
+        from PIL import Image, ImageOps
+    except ImportError as exc:  # pragma: no cover - exercised only without Pillow
+        raise ImportError(
+            "reading image files needs Pillow: pip install pillow"
+        ) from exc
+    return Image, ImageOps
+
+
+def _check_shape(input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    try:
+        c, h, w = (int(v) for v in input_shape)
+    except (TypeError, ValueError):
+        raise DataError(f"input_shape must be (C, H, W), got {input_shape!r}") from None
+    if c not in (1, 3, 4) or h < 1 or w < 1:
+        raise DataError(f"input_shape must be (C, H, W) with C in 1, 3, 4 and H, W >= 1; got {input_shape!r}")
+    return c, h, w
+
+
+def _to_mode(img: Any, channels: int, background: int) -> Any:
+    """Convert any Pillow mode to L (1 channel), RGB (3) or RGBA (4); alpha is composited
+    over a ``background`` grey level unless 4 channels are wanted."""
+    Image, _ = _pil()
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        scale = 255.0 / 65535.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else 1.0
+        img = Image.fromarray(np.clip(a * scale + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if channels == 4:
+        return img.convert("RGBA")
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, (background,) * 3 + (255,))
+        img = Image.alpha_composite(base, rgba)
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def _resize(img: Any, h: int, w: int, fit: str, background: int) -> Any:
+    Image, _ = _pil()
+    resample = Image.Resampling.BILINEAR
+    if img.size == (w, h):
+        return img
+    if fit == "crop":  # centre-crop to the target aspect ratio, then resize
+        sw, sh = img.size
+        scale = max(w / sw, h / sh)
+        cw, ch = min(sw, round(w / scale)), min(sh, round(h / scale))
+        left, top = (sw - cw) // 2, (sh - ch) // 2
+        return img.resize((w, h), resample, box=(left, top, left + cw, top + ch), reducing_gap=3.0)
+    if fit == "pad":  # resize to fit inside, keep the aspect ratio, pad with background
+        sw, sh = img.size
+        scale = min(w / sw, h / sh)
+        nw, nh = max(1, round(sw * scale)), max(1, round(sh * scale))
+        inner = img.resize((nw, nh), resample, reducing_gap=3.0)
+        fill = background if img.mode == "L" else ((background,) * 3 + (255,))[:len(img.getbands())]
+        canvas = Image.new(img.mode, (w, h), fill)
+        canvas.paste(inner, ((w - nw) // 2, (h - nh) // 2))
+        return canvas
+    return img.resize((w, h), resample, reducing_gap=3.0)
+
+
+def load_image(source: str | os.PathLike[str] | Any, input_shape: tuple[int, int, int],
+               fit: str = "stretch", background: int = 0) -> np.ndarray:
+    """Load one image (a path or a Pillow image) as a uint8 array of shape ``input_shape``.
+
+    Any size and mode (grey, RGB, RGBA, palette, 16-bit, CMYK...) is accepted: EXIF rotation
+    is applied; channels become 1 (grey), 3 (RGB) or 4 (RGBA); transparency is composited
+    over the grey level ``background`` (0 = black, like MNIST's background). ``fit`` is
+    ``"stretch"`` (resize to H x W), ``"crop"`` (centre-crop to the aspect ratio first) or
+    ``"pad"`` (keep the aspect ratio, pad with ``background``).
+    """
+    c, h, w = _check_shape(input_shape)
+    if fit not in _FITS:
+        raise DataError(f"fit must be one of {_FITS}, got {fit!r}")
+    Image, ImageOps = _pil()
+    name = str(source) if isinstance(source, (str, os.PathLike)) else "<image>"
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            with Image.open(source) as opened:
+                opened.load()
+                img = opened
+        else:
+            img = source
+        img = ImageOps.exif_transpose(img) or img
+        img = _resize(_to_mode(img, c, background), h, w, fit, background)
+    except FileNotFoundError:
+        raise DataError(f"{name}: no such image file") from None
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{name}: image too large for Pillow's safety limit ({exc})") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{name}: cannot read image ({exc})") from exc
+    arr = np.asarray(img, dtype=np.uint8)
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    return np.ascontiguousarray(arr)
+
+
+def image_folder_classes(root: str | os.PathLike[str]) -> tuple[list[str], list[list[Path]]]:
+    """Class names (sorted sub-folder names) and each class's image files (sorted).
+
+    Raises DataError when ``root`` has no class sub-folders or a class has no images.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root}: expected one sub-folder per class (e.g. {root}/cat/1.png), found none")
+    files = []
+    for cls in classes:
+        imgs = sorted(p for p in (root / cls).rglob("*")
+                      if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                      and not p.name.startswith("."))
+        if not imgs:
+            raise DataError(f"{root / cls}: class folder has no images ({', '.join(IMAGE_EXTENSIONS)})")
+        files.append(imgs)
+    return classes, files
+
+
+def infer_input_shape(paths: list[Path]) -> tuple[int, int, int]:
+    """(C, H, W) for a set of images: C = 1 if all are grey else 3; H, W their common size,
+    or 32 x 32 when sizes differ."""
+    Image, _ = _pil()
+    grey, sizes = True, set()
+    for p in paths:
+        try:
+            with Image.open(p) as img:
+                sizes.add((img.height, img.width))
+                if img.mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
+                    grey = grey and img.mode == "P" and _palette_is_grey(img)
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise DataError(f"{p}: cannot read image ({exc})") from exc
+    h, w = sizes.pop() if len(sizes) == 1 else (32, 32)
+    return (1 if grey else 3), h, w
+
+
+def _palette_is_grey(img: Any) -> bool:
+    pal = np.asarray(img.convert("RGB"))
+    return bool((pal[..., 0] == pal[..., 1]).all() and (pal[..., 1] == pal[..., 2]).all())
+
+
+def load_image_folder(root: str | os.PathLike[str],
+                      input_shape: tuple[int, int, int] | None = None,
+                      fit: str = "stretch") -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Load ``root/<class>/<image>`` files as ``(x uint8 (N,C,H,W), y int64 (N,), classes)``.
+
+    Classes are the sorted sub-folder names; labels index into them. Without ``input_shape``
+    it is inferred with :func:`infer_input_shape`.
+    """
+    classes, files = image_folder_classes(root)
+    flat = [p for group in files for p in group]
+    shape = _check_shape(input_shape) if input_shape is not None else infer_input_shape(flat)
+    x = np.empty((len(flat), *shape), dtype=np.uint8)
+    for i, p in enumerate(flat):
+        x[i] = load_image(p, shape, fit=fit)
+    y = np.concatenate([np.full(len(g), k, dtype=np.int64) for k, g in enumerate(files)])
+    return x, y, classes

@@ -1,0 +1,273 @@
+"""Pure array math of the layers, NCHW, no state: each forward returns what its backward needs.
+
+Convolution is im2col plus one matrix multiply per group (CS231n / Deep Learning from Scratch):
+the F·F·D numbers under every filter position become one column, so all positions and all filters
+are a single GEMM.  im2col copies F·F strided views (never a loop over pixels or images); col2im
+adds them back as F·F strided slice-adds.  The array module comes from the input (NumPy or CuPy).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backend import xp_of
+from .shapes import Pads, Pair
+
+Array = Any
+_NP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+PADDING_MODES = tuple(_NP_PAD_MODE)
+
+
+# ---------------------------------------------------------------------------------------------
+# padding
+
+
+def pad2d(x: Array, pads: Pads, mode: str = "zeros", value: float = 0.0) -> Array:
+    """(N, C, H, W) -> (N, C, H + t + b, W + l + r), filled by ``mode`` (zeros/reflect/replicate/circular)."""
+    if pads == ((0, 0), (0, 0)):
+        return x
+    xp = xp_of(x)
+    width = ((0, 0), (0, 0), tuple(pads[0]), tuple(pads[1]))
+    if mode == "zeros":
+        return xp.pad(x, width, mode="constant", constant_values=value)
+    return xp.pad(x, width, mode=_NP_PAD_MODE[mode])
+
+
+def _fold_axis(g: Array, axis: int, before: int, after: int, n: int, mode: str) -> Array:
+    """Gradient of padding one axis: the border copies add back onto the pixels they copied."""
+    xp = xp_of(g)
+    g = xp.moveaxis(g, axis, -1)
+    out = g[..., before:before + n].copy()
+    lo, hi = g[..., :before], g[..., before + n:]
+    if mode == "circular":  # the left pad copies the last `before` pixels, the right the first
+        out[..., n - before:] += lo
+        out[..., :after] += hi
+    elif mode == "replicate":  # every pad pixel copies the edge pixel
+        out[..., 0] += lo.sum(-1)
+        out[..., n - 1] += hi.sum(-1)
+    elif mode == "reflect":  # pad pixel i mirrors x[before - i]; right pad j mirrors x[n - 2 - j]
+        out[..., 1:before + 1] += lo[..., ::-1]
+        out[..., n - 1 - after:n - 1] += hi[..., ::-1]
+    return xp.moveaxis(out, -1, axis)
+
+
+def unpad2d(g: Array, pads: Pads, hw: Pair, mode: str = "zeros") -> Array:
+    """Backward of :func:`pad2d`: (N, C, Hp, Wp) gradient -> (N, C, H, W)."""
+    (t, b), (l, r) = pads
+    if mode == "zeros":
+        return g[:, :, t:t + hw[0], l:l + hw[1]]
+    g = _fold_axis(g, 2, t, b, hw[0], mode)
+    return _fold_axis(g, 3, l, r, hw[1], mode)
+
+
+# ---------------------------------------------------------------------------------------------
+# windows: the F·F strided views that every sliding-window layer is made of
+
+
+def window(i: int, j: int, stride: Pair, dilation: Pair, out_hw: Pair) -> tuple[slice, slice]:
+    """Slices picking, for every output position, the input pixel under filter tap (i, j)."""
+    h0, w0 = i * dilation[0], j * dilation[1]
+    return (slice(h0, h0 + stride[0] * (out_hw[0] - 1) + 1, stride[0]),
+            slice(w0, w0 + stride[1] * (out_hw[1] - 1) + 1, stride[1]))
+
+
+def im2col(xpad: Array, kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair) -> Array:
+    """(N, C, Hp, Wp) -> columns (C, kH, kW, N, OH, OW): one column per output position."""
+    xp = xp_of(xpad)
+    n, c = xpad.shape[:2]
+    cols = xp.empty((c, kernel[0], kernel[1], n, out_hw[0], out_hw[1]), dtype=xpad.dtype)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            hs, ws = window(i, j, stride, dilation, out_hw)
+            cols[:, i, j] = xpad[:, :, hs, ws].transpose(1, 0, 2, 3)
+    return cols
+
+
+def col2im(dcols: Array, padded_shape: tuple[int, ...], kernel: Pair, stride: Pair,
+           dilation: Pair, out_hw: Pair) -> Array:
+    """Backward of :func:`im2col`: columns (C, kH, kW, N, OH, OW) -> (N, C, Hp, Wp), overlaps summed."""
+    xp = xp_of(dcols)
+    dx = xp.zeros(padded_shape, dtype=dcols.dtype)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            hs, ws = window(i, j, stride, dilation, out_hw)
+            dx[:, :, hs, ws] += dcols[:, i, j].transpose(1, 0, 2, 3)
+    return dx
+
+
+# ---------------------------------------------------------------------------------------------
+# convolution
+
+
+def conv2d_forward(x: Array, w: Array, b: Array | None, stride: Pair, pads: Pads, dilation: Pair,
+                   groups: int, out_hw: Pair, padding_mode: str = "zeros") -> tuple[Array, tuple]:
+    """y[n, k] = sum over (c, i, j) of w[k, c, i, j] · xpad[n, c, s·oh + d·i, s·ow + d·j] + b[k].
+
+    x (N, C, H, W), w (K, C/G, kH, kW), b (K,) or None -> y (N, K, OH, OW).
+    """
+    xp = xp_of(x)
+    n = x.shape[0]
+    k, cg, kh, kw = w.shape
+    xpad = pad2d(x, pads, padding_mode)
+    cols = im2col(xpad, (kh, kw), stride, dilation, out_hw)
+    w_mat = w.reshape(groups, k // groups, cg * kh * kw)
+    y = xp.matmul(w_mat, cols.reshape(groups, cg * kh * kw, -1))  # (G, K/G, N·OH·OW)
+    y = y.reshape(k, n, out_hw[0], out_hw[1]).transpose(1, 0, 2, 3)
+    y = xp.ascontiguousarray(y)
+    if b is not None:
+        y += b.reshape(1, k, 1, 1)
+    return y, (cols, w_mat, x.shape, xpad.shape, pads, stride, dilation, groups, out_hw, padding_mode)
+
+
+def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True
+                    ) -> tuple[Array, Array, Array | None]:
+    """Gradients (dx, dw, db) of :func:`conv2d_forward` for the upstream gradient dy (N, K, OH, OW)."""
+    xp = xp_of(dy)
+    cols, w_mat, x_shape, xpad_shape, pads, stride, dilation, groups, out_hw, mode = cache
+    k = dy.shape[1]
+    dy_mat = xp.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(groups, k // groups, -1)
+    cols_mat = cols.reshape(groups, -1, dy_mat.shape[-1])
+    dw = xp.matmul(dy_mat, cols_mat.transpose(0, 2, 1)).reshape(w.shape)
+    db = dy.sum(axis=(0, 2, 3)) if need_bias else None
+    dcols = xp.matmul(w_mat.transpose(0, 2, 1), dy_mat).reshape(cols.shape)
+    dxpad = col2im(dcols, xpad_shape, w.shape[2:], stride, dilation, out_hw)
+    return unpad2d(dxpad, pads, x_shape[2:], mode), dw, db
+
+
+# ---------------------------------------------------------------------------------------------
+# pooling
+
+
+def _pool_pads(hw: Pair, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair, out_hw: Pair) -> Pads:
+    """Padding plus what a ceil_mode window reaches past the padded input (filled, never counted)."""
+    extra = [max(0, (o - 1) * s + d * (k - 1) + 1 - (n + p[0] + p[1]))
+             for n, k, s, p, d, o in zip(hw, kernel, stride, pads, dilation, out_hw)]
+    return (pads[0][0], pads[0][1] + extra[0]), (pads[1][0], pads[1][1] + extra[1])
+
+
+def maxpool2d_forward(x: Array, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair,
+                      out_hw: Pair) -> tuple[Array, tuple]:
+    """y[n, c, oh, ow] = max of the kH x kW window at (s·oh, s·ow); padding is -inf (never wins)."""
+    xp = xp_of(x)
+    full = _pool_pads(x.shape[2:], kernel, stride, pads, dilation, out_hw)
+    xpad = pad2d(x, full, "zeros", value=-xp.inf)
+    taps = xp.stack([xpad[(slice(None), slice(None)) + window(i, j, stride, dilation, out_hw)]
+                     for i in range(kernel[0]) for j in range(kernel[1])])
+    arg = taps.argmax(axis=0)  # first maximum wins, as in PyTorch
+    y = xp.take_along_axis(taps, arg[None], axis=0)[0]
+    return y, (arg, x.shape, xpad.shape, full, kernel, stride, dilation, out_hw)
+
+
+def maxpool2d_backward(dy: Array, cache: tuple) -> Array:
+    """The gradient flows to the one input that won each window."""
+    xp = xp_of(dy)
+    arg, x_shape, xpad_shape, full, kernel, stride, dilation, out_hw = cache
+    dxpad = xp.zeros(xpad_shape, dtype=dy.dtype)
+    for t in range(kernel[0] * kernel[1]):
+        hs, ws = window(t // kernel[1], t % kernel[1], stride, dilation, out_hw)
+        dxpad[:, :, hs, ws] += xp.where(arg == t, dy, 0)
+    return unpad2d(dxpad, full, x_shape[2:])
+
+
+def avgpool_divisor(hw: Pair, kernel: Pair, stride: Pair, pads: Pads, out_hw: Pair,
+                    count_include_pad: bool, xp: Any, dtype: Any) -> Array:
+    """Window sizes (OH, OW) to divide by: padding counts (PyTorch's default) unless told not to;
+    the part of a ceil_mode window past the padding never counts."""
+    sizes = []
+    for n, k, s, p, o in zip(hw, kernel, stride, pads, out_hw):
+        start = xp.arange(o) * s - p[0]
+        end = xp.minimum(start + k, n + p[1])
+        if not count_include_pad:
+            start, end = xp.maximum(start, 0), xp.minimum(end, n)
+        sizes.append((end - start).astype(dtype))
+    return sizes[0][:, None] * sizes[1][None, :]
+
+
+def avgpool2d_forward(x: Array, kernel: Pair, stride: Pair, pads: Pads, out_hw: Pair,
+                      count_include_pad: bool = True) -> tuple[Array, tuple]:
+    """y[n, c, oh, ow] = sum of the window / its size."""
+    xp = xp_of(x)
+    one = (1, 1)
+    full = _pool_pads(x.shape[2:], kernel, stride, pads, one, out_hw)
+    xpad = pad2d(x, full)
+    y = xp.zeros(x.shape[:2] + tuple(out_hw), dtype=x.dtype)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            y += xpad[(slice(None), slice(None)) + window(i, j, stride, one, out_hw)]
+    div = avgpool_divisor(x.shape[2:], kernel, stride, pads, out_hw, count_include_pad, xp, x.dtype)
+    y /= div
+    return y, (div, x.shape, xpad.shape, full, kernel, stride, out_hw)
+
+
+def avgpool2d_backward(dy: Array, cache: tuple) -> Array:
+    """Each input in a window gets dy / window size."""
+    xp = xp_of(dy)
+    div, x_shape, xpad_shape, full, kernel, stride, out_hw = cache
+    g = dy / div
+    dxpad = xp.zeros(xpad_shape, dtype=dy.dtype)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            dxpad[(slice(None), slice(None)) + window(i, j, stride, (1, 1), out_hw)] += g
+    return unpad2d(dxpad, full, x_shape[2:])
+
+
+# ---------------------------------------------------------------------------------------------
+# batch norm, over every axis but the channel axis 1
+
+
+def batchnorm_forward(x: Array, mean: Array, var: Array, gamma: Array | None, beta: Array | None,
+                      eps: float) -> tuple[Array, tuple]:
+    """y = (x - mean) / sqrt(var + eps) · gamma + beta, statistics per channel (axis 1)."""
+    xp = xp_of(x)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    inv_std = 1.0 / xp.sqrt(var + eps)
+    xhat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
+    y = xhat if gamma is None else xhat * gamma.reshape(shape) + beta.reshape(shape)
+    return y, (xhat, inv_std, gamma)
+
+
+def batchnorm_backward(dy: Array, cache: tuple, batch_stats: bool) -> tuple[Array, Array, Array]:
+    """(dx, dgamma, dbeta).  With batch statistics the mean and variance depend on x too:
+    dx = inv_std / M · (M·dxhat - sum(dxhat) - xhat · sum(dxhat · xhat)), M values per channel."""
+    xhat, inv_std, gamma = cache
+    axes = (0,) + tuple(range(2, dy.ndim))
+    shape = (1, -1) + (1,) * (dy.ndim - 2)
+    dbeta = dy.sum(axis=axes)
+    dgamma = (dy * xhat).sum(axis=axes)
+    dxhat = dy if gamma is None else dy * gamma.reshape(shape)
+    if not batch_stats:
+        return dxhat * inv_std.reshape(shape), dgamma, dbeta
+    m = dy.size // dy.shape[1]
+    dx = (m * dxhat - dxhat.sum(axis=axes, keepdims=True)
+          - xhat * (dxhat * xhat).sum(axis=axes, keepdims=True)) * (inv_std.reshape(shape) / m)
+    return dx, dgamma, dbeta
+
+
+# ---------------------------------------------------------------------------------------------
+# losses
+
+
+def log_softmax(z: Array) -> Array:
+    """log softmax over axis 1, stable: shift by the row maximum first."""
+    xp = xp_of(z)
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def cross_entropy(logits: Array, labels: Array, label_smoothing: float = 0.0) -> tuple[Array, Array]:
+    """Mean softmax cross-entropy on integer labels, and its gradient wrt the logits.
+
+    With smoothing e the target is (1 - e)·onehot + e/K:  loss = (1 - e)·nll + e·mean_k(-log p_k).
+    Gradient: (softmax(z) - target) / N.
+    """
+    xp = xp_of(logits)
+    n, k = logits.shape
+    logp = log_softmax(logits)
+    rows = xp.arange(n)
+    nll = -logp[rows, labels]
+    loss = ((1 - label_smoothing) * nll - label_smoothing * logp.mean(axis=1)).mean()
+    grad = xp.exp(logp)
+    grad -= label_smoothing / k
+    grad[rows, labels] -= 1 - label_smoothing
+    grad /= n
+    return loss.astype(logits.dtype), grad

@@ -1,0 +1,126 @@
+"""The fully connected (FC) layer, Flatten in front of it, and Dropout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import init as inits
+from ..backend import xp_of
+from ..errors import ShapeError
+from ..shapes import linear_param_formula
+from .base import Array, Layer, Shape, float_dtype, positive_int
+
+
+class Flatten(Layer):
+    """(N, C, H, W) -> (N, C·H·W): the activation volume as one vector per image."""
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return (int(np.prod(input_shape)),)
+
+    def forward(self, x: Array) -> Array:
+        self._check(x, (2, 3, 4, 5), "(N, ...)")
+        return self._keep(x.shape, x.reshape(x.shape[0], -1))
+
+    def backward(self, dy: Array) -> Array:
+        return dy.reshape(self._take(dy))
+
+
+class Linear(Layer):
+    """y = x Wᵀ + b: (N, in_features) -> (N, out_features); ``weight`` (out, in), ``bias`` (out,).
+
+    ``in_features=None`` is inferred from the input shape given to :class:`Sequential`.
+    """
+
+    def __init__(self, in_features: int | None = None, out_features: int | None = None,
+                 bias: bool = True, *, dtype: Any = np.float32, init: str = "kaiming",
+                 seed: int | np.random.Generator | None = None) -> None:
+        super().__init__()
+        self.out_features = positive_int(out_features, "out_features", "Linear")
+        self.use_bias = bool(bias)
+        self.dtype = float_dtype(dtype)
+        self.init = inits.check_scheme(init)
+        self.in_features: int | None = None
+        if in_features is not None:
+            self.in_features = positive_int(in_features, "in_features", "Linear")
+            self.reset_parameters(inits.make_rng(seed))
+
+    def reset_parameters(self, rng: np.random.Generator) -> None:
+        """Draw new weights (``init`` scheme) and biases."""
+        arrays = {"weight": inits.weight((self.out_features, self.in_features), self.in_features,
+                                         self.out_features, self.init, rng, self.dtype)}
+        if self.use_bias:
+            arrays["bias"] = inits.bias(self.out_features, self.in_features, self.init, rng, self.dtype)
+        self._set_params(**arrays)
+
+    def build(self, input_shape: Shape, rng: np.random.Generator | None = None) -> Shape:
+        if len(input_shape) != 1:
+            raise ShapeError(f"{self!r}: needs a flat per-image shape (features,), got "
+                             f"{tuple(input_shape)}; put a Flatten() before it")
+        if self.in_features is None:
+            self.in_features = int(input_shape[0])
+            self.reset_parameters(inits.make_rng(rng))
+        elif rng is not None:
+            self.reset_parameters(rng)
+        return self.output_shape(input_shape)
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if tuple(input_shape) != (self.in_features,):
+            hint = "; put a Flatten() before it" if len(input_shape) > 1 else ""
+            raise ShapeError(f"{self!r}: input has shape {tuple(input_shape)} per image, the layer "
+                             f"needs ({self.in_features},){hint}")
+        return (self.out_features,)
+
+    def forward(self, x: Array) -> Array:
+        self._check(x, (2,), "(N, features)")
+        self.output_shape(tuple(x.shape[1:]))
+        y = x @ self.params["weight"].T
+        if self.use_bias:
+            y += self.params["bias"]
+        return self._keep(x, y)
+
+    def backward(self, dy: Array) -> Array:
+        """dx = dy W;  dW = dyᵀ x;  db = sum of dy over the batch."""
+        x = self._take(dy)
+        self._add_grad("weight", dy.T @ x)
+        if self.use_bias:
+            self._add_grad("bias", dy.sum(axis=0))
+        return dy @ self.params["weight"]
+
+    def param_formula(self) -> str:
+        return linear_param_formula(self.in_features, self.out_features, self.use_bias)
+
+    def macs(self, input_shape: Shape) -> int:
+        return self.in_features * self.out_features
+
+    def __repr__(self) -> str:
+        return f"Linear({self.in_features}, {self.out_features}{'' if self.use_bias else ', bias=False'})"
+
+
+class Dropout(Layer):
+    """Training: zero each value with probability p and scale the rest by 1/(1 - p), so the
+    expected output equals the input (inverted dropout).  Evaluation: the identity."""
+
+    def __init__(self, p: float = 0.5, seed: int | np.random.Generator | None = None) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1], got {p!r}")
+        self.p = float(p)
+        self.rng = np.random.default_rng(seed) if not isinstance(seed, np.random.Generator) else seed
+
+    def forward(self, x: Array) -> Array:
+        self._check(x, (2, 3, 4, 5), "(N, ...)")
+        if not self.training or self.p == 0.0:
+            return self._keep(None, x)
+        xp = xp_of(x)
+        keep = self.rng.random(x.shape, dtype=x.dtype) >= self.p
+        scale = xp.asarray(keep, dtype=x.dtype) * (0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p))
+        return self._keep(scale, x * scale)
+
+    def backward(self, dy: Array) -> Array:
+        scale = self._take(dy)
+        return dy if scale is None else dy * scale
+
+    def __repr__(self) -> str:
+        return f"Dropout(p={self.p})"
