@@ -26,7 +26,9 @@ def _check_images(x: np.ndarray, what: str = "images") -> None:
 def to_float(x: np.ndarray) -> np.ndarray:
     """uint8 images -> float32 in [0, 1]; float input is returned as float32 unchanged."""
     if x.dtype == np.uint8:
-        return x.astype(np.float32) * np.float32(1 / 255)
+        out = x.astype(np.float32)
+        out /= np.float32(255)
+        return out
     return x.astype(np.float32, copy=False)
 
 
@@ -51,14 +53,15 @@ class Normalizer:
 
     @classmethod
     def fit(cls, x: np.ndarray, chunk: int = 4096) -> Normalizer:
-        """Per-channel mean and std of uint8 images ``x`` (N, C, H, W), e.g. the training set."""
+        """Per-channel mean and std of images ``x`` (N, C, H, W): uint8, or float in [0, 1]."""
         _check_images(x)
         if len(x) == 0:
             raise DataError("Normalizer.fit: no images")
         c = x.shape[1]
+        scale = 255.0 if x.dtype == np.uint8 else 1.0
         s1, s2 = np.zeros(c), np.zeros(c)
         for i in range(0, len(x), chunk):
-            part = to_float(x[i:i + chunk]).astype(np.float64)
+            part = x[i:i + chunk].astype(np.float64) / scale
             s1 += part.sum(axis=(0, 2, 3))
             s2 += np.square(part).sum(axis=(0, 2, 3))
         n = x.shape[0] * x.shape[2] * x.shape[3]

@@ -84,8 +84,10 @@ REGISTRY: dict[str, DatasetSource] = {
     ),
     "fashion-mnist": DatasetSource(
         name="fashion-mnist",
-        # Published .gz digests; payload digests computed from Debian's recompressed copies
-        # (dataset-fashion-mnist 0.0~git20200523.55506a9-1), whose .gz differ only in header.
+        # Published .gz digests; payload digests computed from Debian's copies
+        # (dataset-fashion-mnist 0.0~git20200523.55506a9-1). Debian's .gz differ from the
+        # published ones (other MD5) by a re-written gzip header: each is shorter by exactly the
+        # original file name + NUL (e.g. 26,421,856 vs 26,421,880 bytes for train-images).
         files=(
             SourceFile(_IDX_NAMES[0], "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
                        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
