@@ -8,7 +8,7 @@ from __future__ import annotations
 from .. import functional as F
 from ..backend import xp_of
 from ..errors import ShapeError
-from ..shapes import IntOrPair, check_fit, conv_output_shape, effective_kernel, pair
+from ..shapes import IntOrPair, check_fit, conv_output_shape, pair
 from .base import Array, Layer, Shape
 
 
@@ -23,10 +23,10 @@ class _Pool2D(Layer):
         self.stride = self.kernel_size if stride is None else pair(stride, f"{self.name} stride")
         pad = pair(padding, f"{self.name} padding", minimum=0)
         self.dilation = pair(dilation, f"{self.name} dilation")
-        for p, k, d in zip(pad, self.kernel_size, self.dilation):
-            if 2 * p > effective_kernel(k, d):  # else a window could hold only padding
-                raise ValueError(f"{self.name}: padding {padding} must be at most half the window "
-                                 f"{effective_kernel(k, d)}, i.e. <= {effective_kernel(k, d) // 2}")
+        for p, k in zip(pad, self.kernel_size):
+            if p > k // 2:  # PyTorch's rule; more could leave a window with only padding
+                raise ValueError(f"{self.name}: padding {padding} must be at most half the kernel "
+                                 f"size {k}, i.e. <= {k // 2}")
         self.pads = ((pad[0], pad[0]), (pad[1], pad[1]))
         self.ceil_mode = bool(ceil_mode)
         self.fit = check_fit(fit)
@@ -37,6 +37,13 @@ class _Pool2D(Layer):
         c, h, w = input_shape
         oh, ow = conv_output_shape((h, w), self.kernel_size, self.stride, self.pads, self.dilation,
                                    self.fit, self.ceil_mode, what=repr(self))
+        for n, o, k, s, p, d, axis in zip((h, w), (oh, ow), self.kernel_size, self.stride,
+                                          self.pads, self.dilation, ("height", "width")):
+            for i in range(o):  # dilated taps can step over a small input: a window of padding only
+                if d > 1 and not any(0 <= i * s - p[0] + d * t < n for t in range(k)):
+                    raise ShapeError(f"{self!r}: along the {axis} window {i} of the {n} input "
+                                     f"pixels holds only padding (dilation {d}); use a smaller "
+                                     "padding or dilation, or a larger input")
         return c, oh, ow
 
     def __repr__(self) -> str:
