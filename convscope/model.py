@@ -4,7 +4,7 @@ table with the lecture's arithmetic, and state dicts keyed as in PyTorch ('0.wei
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -12,6 +12,9 @@ from .backend import no_grad, xp_of
 from .errors import ShapeError
 from .init import make_rng
 from .layers.base import Array, Layer, Shape
+
+if TYPE_CHECKING:
+    from .explain import Explanation
 
 
 @dataclass(frozen=True)
@@ -252,6 +255,13 @@ class Sequential(Layer):
             shape = out
         return Summary(tuple(self._need_input_shape() if input_shape is None else input_shape),
                        tuple(rows), itemsize)
+
+    def explain(self, input_shape: Shape | None = None, strict: bool = False) -> Explanation:
+        """The lecture's walk through every layer (see :func:`convscope.explain.explain`);
+        ``print(net.explain())`` writes it out."""
+        from .explain import explain  # noqa: PLC0415 - explain imports the layers
+
+        return explain(self, input_shape, strict)
 
     def __repr__(self) -> str:
         inner = ",\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))

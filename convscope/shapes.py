@@ -90,11 +90,15 @@ def _fmt(v: float) -> str:
 
 
 def size_formula(n: int, kernel_size: int, stride: int = 1, padding: Pair = (0, 0),
-                 dilation: int = 1) -> str:
-    """The lecture's formula filled in: ``(7 - 3 + 2·1) / 1 + 1 = 7``."""
+                 dilation: int = 1, always_pad: bool = False) -> str:
+    """The lecture's formula filled in: ``(7 - 3 + 2·1) / 1 + 1 = 7``.
+
+    A zero padding is left out unless ``always_pad``: ``(32 - 5 + 2·0) / 1 + 1 = 28``.
+    """
     f = effective_kernel(kernel_size, dilation)
     pb, pa = padding
-    pad = "" if pb == pa == 0 else (f" + 2·{pb}" if pb == pa else f" + {pb} + {pa}")
+    pad = "" if pb == pa == 0 and not always_pad else (
+        f" + 2·{pb}" if pb == pa else f" + {pb} + {pa}")
     value = (n - f + pb + pa) / stride + 1
     return f"({n} - {f}{pad}) / {stride} + 1 = {_fmt(value)}"
 
@@ -240,3 +244,34 @@ def conv_macs(out_hw: Pair, in_channels: int, out_channels: int, kernel_size: Pa
               groups: int = 1) -> int:
     """Multiply-adds per image: one F·F·D dot product per output number."""
     return out_hw[0] * out_hw[1] * out_channels * (in_channels // groups) * kernel_size[0] * kernel_size[1]
+
+
+# -- what a fit means, in words (used by convscope.explain) ------------------------------------
+
+
+def unseen(n: int, kernel_size: int, stride: int = 1, padding: Pair = (0, 0),
+           dilation: int = 1) -> int:
+    """Input rows (or columns) after the last window: never seen when the stride does not fit.
+
+    7 wide, filter 3, stride 3: the windows cover 0-2 and 3-5, so 1 (column 6) is never seen.
+    Padding after the last window is not counted.
+    """
+    span = n + padding[0] + padding[1] - effective_kernel(kernel_size, dilation)
+    return max(0, span % stride - padding[1])
+
+
+def fit_suggestions(n: int, kernel_size: int, stride: int, padding: Pair = (0, 0),
+                    dilation: int = 1) -> str:
+    """The nearest strides and paddings that fit, e.g. ``stride 1 or 2 fits, or pad by 1``."""
+    return _fixes(n, kernel_size, stride, padding, dilation)
+
+
+def same_padding_formula(kernel_size: int, dilation: int = 1) -> str:
+    """How 'same' padding is found: ``P = (F - 1) / 2 = (3 - 1) / 2 = 1``.
+
+    With dilation ``P = D·(F - 1) / 2``; an even filter splits it, e.g. ``(4 - 1) / 2 = 1 + 2``.
+    """
+    before, after = same_padding(kernel_size, dilation)
+    d = "" if dilation == 1 else f"{dilation}·"
+    value = str(before) if before == after else f"{before} + {after}"
+    return f"P = {'D·' if dilation != 1 else ''}(F - 1) / 2 = {d}({kernel_size} - 1) / 2 = {value}"
