@@ -16,6 +16,8 @@ import convscope as cs
 from convscope import naive
 
 BASE = settings.default.max_examples
+# PyTorch warns that 'same' with an even kernel copies the input; that is its business, not ours
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
 DTYPES = (np.float32, np.float64)
 TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
 MODES = ("zeros", "reflect", "replicate", "circular")
