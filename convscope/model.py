@@ -151,11 +151,15 @@ class Sequential(Layer):
 
     # -- the protocol --------------------------------------------------------------------------
     def forward(self, x: Array) -> Array:
+        got = tuple(getattr(x, "shape", ())[1:])
         for i, layer in enumerate(self.layers):
             try:
                 x = layer.forward(x)
             except ShapeError as e:
-                raise ShapeError(f"layer {i}: {e}") from None
+                built = self.input_shape
+                note = (f" (the model was built for {built} per image, got {got})"
+                        if built is not None and got and got != built else "")
+                raise ShapeError(f"layer {i}: {e}{note}") from None
         return x
 
     def backward(self, dy: Array) -> Array:

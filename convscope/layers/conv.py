@@ -46,7 +46,10 @@ class Conv2D(Layer):
             raise ValueError(f"Conv2D: out_channels {self.out_channels} is not divisible by "
                              f"groups {self.groups}")
         self.padding = padding
-        self.pads = normalize_padding(padding, self.kernel_size, self.dilation, self.stride)
+        try:
+            self.pads = normalize_padding(padding, self.kernel_size, self.dilation, self.stride)
+        except ValueError as e:
+            raise ValueError(f"Conv2D: {e}") from None
         if padding_mode not in F.PADDING_MODES:
             raise ValueError(f"Conv2D: padding_mode must be one of {F.PADDING_MODES}, "
                              f"got {padding_mode!r}")

@@ -73,7 +73,10 @@ class Linear(Layer):
         return (self.out_features,)
 
     def forward(self, x: Array) -> Array:
-        self._check(x, (2,), "(N, features)")
+        if getattr(x, "ndim", 2) > 2:
+            raise ShapeError(f"{self!r}: expected a 2-D input (N, {self.in_features}), got shape "
+                             f"{tuple(x.shape)}; put a Flatten() before it")
+        self._check(x, (2,), f"(N, {self.in_features})")
         self.output_shape(tuple(x.shape[1:]))
         y = x @ self.params["weight"].T
         if self.use_bias:
