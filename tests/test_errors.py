@@ -222,3 +222,15 @@ def test_optimiser_and_predict_options() -> None:
     text = message(ValueError, lambda: cs.SGD(cs.Sequential(cs.Linear(None, 2)), lr=0.1))
     assert "no parameters" in text and "input_shape" in text
     assert "batch_size" in message(ValueError, lambda: net.predict(zeros(1, 1, 2, 2), 0))
+
+
+@pytest.mark.parametrize("layer, x, name", [
+    (cs.Conv2D(None, 6, 3), zeros(1, 3, 8, 8), "in_channels"),
+    (cs.Linear(None, 6), zeros(1, 3), "in_features"),
+    (cs.BatchNorm2D(), zeros(2, 3, 2, 2), "num_features"),
+])
+def test_unbuilt_layers_say_what_is_missing(layer: cs.Layer, x: np.ndarray, name: str) -> None:
+    for call in (lambda: layer.forward(x), layer.param_formula):
+        text = message(cs.ShapeError, call)
+        assert repr(layer) in text and f"{name} is not known yet" in text
+        assert "input_shape" in text

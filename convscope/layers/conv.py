@@ -93,9 +93,7 @@ class Conv2D(Layer):
 
     def output_shape(self, input_shape: Shape) -> Shape:
         c, h, w = input_shape
-        if self.in_channels is None:
-            raise ShapeError(f"{self!r}: in_channels is not known yet; give it, or an input_shape "
-                             "to Sequential")
+        self._built()
         if c != self.in_channels:
             raise ShapeError(f"{self!r}: input has {c} channels ({c}x{h}x{w} per image), the layer "
                              f"needs {self.in_channels}")
@@ -128,8 +126,15 @@ class Conv2D(Layer):
             self._add_grad("bias", db)
         return dx
 
+    def _built(self) -> int:
+        """in_channels, or a clear error while it is not known yet."""
+        if self.in_channels is None:
+            raise ShapeError(f"{self!r}: in_channels is not known yet; give it, or an input_shape "
+                             "to Sequential")
+        return self.in_channels
+
     def param_formula(self) -> str:
-        return conv_param_formula(self.in_channels, self.out_channels, self.kernel_size,
+        return conv_param_formula(self._built(), self.out_channels, self.kernel_size,
                                   self.groups, self.use_bias)
 
     def macs(self, input_shape: Shape) -> int:

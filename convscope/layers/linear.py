@@ -65,8 +65,15 @@ class Linear(Layer):
             self.reset_parameters(rng)
         return self.output_shape(input_shape)
 
+    def _built(self) -> int:
+        """in_features, or a clear error while it is not known yet."""
+        if self.in_features is None:
+            raise ShapeError(f"{self!r}: in_features is not known yet; give it, or an input_shape "
+                             "to Sequential")
+        return self.in_features
+
     def output_shape(self, input_shape: Shape) -> Shape:
-        if tuple(input_shape) != (self.in_features,):
+        if tuple(input_shape) != (self._built(),):
             hint = "; put a Flatten() before it" if len(input_shape) > 1 else ""
             raise ShapeError(f"{self!r}: input has shape {tuple(input_shape)} per image, the layer "
                              f"needs ({self.in_features},){hint}")
@@ -92,10 +99,10 @@ class Linear(Layer):
         return dy @ self.params["weight"]
 
     def param_formula(self) -> str:
-        return linear_param_formula(self.in_features, self.out_features, self.use_bias)
+        return linear_param_formula(self._built(), self.out_features, self.use_bias)
 
     def macs(self, input_shape: Shape) -> int:
-        return self.in_features * self.out_features
+        return self._built() * self.out_features
 
     def __repr__(self) -> str:
         return f"Linear({self.in_features}, {self.out_features}{'' if self.use_bias else ', bias=False'})"

@@ -48,8 +48,15 @@ class _BatchNorm(Layer):
             self._create(int(input_shape[0]))
         return self.output_shape(input_shape)
 
+    def _built(self) -> int:
+        """num_features, or a clear error while it is not known yet."""
+        if self.num_features is None:
+            raise ShapeError(f"{self!r}: num_features is not known yet; give it, or an input_shape "
+                             "to Sequential")
+        return self.num_features
+
     def output_shape(self, input_shape: Shape) -> Shape:
-        if len(input_shape) + 1 not in self.ranks or input_shape[0] != self.num_features:
+        if len(input_shape) + 1 not in self.ranks or input_shape[0] != self._built():
             raise ShapeError(f"{self!r}: needs {self.layout} with C = {self.num_features}, got a "
                              f"per-image shape {tuple(input_shape)}")
         return tuple(input_shape)
@@ -93,7 +100,7 @@ class _BatchNorm(Layer):
         return dx
 
     def param_formula(self) -> str:
-        return f"2·{self.num_features} = {2 * self.num_features}" if self.affine else ""
+        return f"2·{self._built()} = {2 * self._built()}" if self.affine else ""
 
     def __repr__(self) -> str:
         return f"{self.name}({self.num_features})"
