@@ -7,7 +7,7 @@ For the lecture's network (32×32×3 -> CONV six 5×5×3 -> RELU -> CONV ten 5×
         weights 5·5·3·6 = 450, biases 6
     ...
 
-Sizes are written width × height × depth, as in the lecture; arrays stay (C, H, W).  Every number
+Sizes are written height × width × depth (the lecture's 32×32×3); arrays stay (C, H, W).  Every number
 comes from :mod:`convscope.shapes` (``size_formula``, ``conv_output_shape``, ``unseen``, ...):
 nothing here recomputes the size formula.
 """
@@ -29,7 +29,7 @@ from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dropout, Flatt
 Shape = tuple[int, ...]
 
 __all__ = ["Step", "Explanation", "SizeAnswer", "explain", "explain_size", "volume",
-           "parse_volume", "nbytes_text"]
+           "nbytes_text"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -37,28 +37,14 @@ __all__ = ["Step", "Explanation", "SizeAnswer", "explain", "explain_size", "volu
 
 
 def volume(shape: Sequence[int]) -> str:
-    """A per-image shape in the lecture's order: (C, H, W) -> 'W×H×C'; (F,) -> 'F' (e.g. '1,440')."""
+    """A per-image shape as the lecture writes it: (C, H, W) -> 'H×W×C'; (F,) -> 'F' ('1,440')."""
     shape = tuple(int(s) for s in shape)
     if len(shape) == 3:
         c, h, w = shape
-        return f"{w}×{h}×{c}"
+        return f"{h}×{w}×{c}"
     if len(shape) == 1:
         return f"{shape[0]:,}"
     return "×".join(str(s) for s in shape)
-
-
-def parse_volume(text: str) -> tuple[int, int, int]:
-    """'32x32x3' (width × height × depth, as in the lecture) -> (3, 32, 32), i.e. (C, H, W).
-
-    'WxH' means depth 1; 'x', 'X', '×' and ',' all separate.
-    """
-    parts = [p for p in re.split(r"[xX×,]", str(text).strip())]
-    if len(parts) not in (2, 3) or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise ValueError(f"input size must be width×height×depth of positive ints, like 32x32x3 "
-                         f"(or 28x28 for depth 1), got {text!r}")
-    w, h = int(parts[0]), int(parts[1])
-    d = int(parts[2]) if len(parts) == 3 else 1
-    return d, h, w
 
 
 def nbytes_text(n: float) -> str:
@@ -153,15 +139,15 @@ def _same_words(ah: _Axis, aw: _Axis) -> str:
     if not keeps:
         return ""
     if (ah.k, ah.d) == (aw.k, aw.d):
-        return f" (same: {_minus(S.same_padding_formula(aw.k, aw.d))} keeps {aw.n}×{ah.n})"
-    return (f" (same: width {_minus(S.same_padding_formula(aw.k, aw.d))}, height "
-            f"{_minus(S.same_padding_formula(ah.k, ah.d))}, keeps {aw.n}×{ah.n})")
+        return f" (same: {_minus(S.same_padding_formula(aw.k, aw.d))} keeps {ah.n}×{aw.n})"
+    return (f" (same: height {_minus(S.same_padding_formula(ah.k, ah.d))}, width "
+            f"{_minus(S.same_padding_formula(aw.k, aw.d))}, keeps {ah.n}×{aw.n})")
 
 
 def _formula_words(ah: _Axis, aw: _Axis) -> str:
     if _square(ah, aw):
         return aw.formula
-    return f"width {aw.formula}, height {ah.formula}"
+    return f"height {ah.formula}, width {aw.formula}"
 
 
 _AXIS_NAMES = {"column": "width", "row": "height"}
@@ -169,7 +155,7 @@ _AXIS_NAMES = {"column": "width", "row": "height"}
 
 def _fit_words(ah: _Axis, aw: _Axis) -> tuple[str, bool]:
     """What a stride that does not fit drops, and what would fit; ('', True) when it fits."""
-    bad = [a for a in (aw, ah) if not a.ceil and not a.exact]
+    bad = [a for a in (ah, aw) if not a.ceil and not a.exact]
     notes = []
     if bad:
         if _square(ah, aw):
@@ -259,7 +245,7 @@ class Explanation:
     def __str__(self) -> str:
         n_in = int(np.prod(self.input_shape))
         out = [f"input {volume(self.input_shape)} = {n_in:,} numbers "
-               f"({nbytes_text(n_in * self.itemsize)} as {self.dtype}); sizes are width×height×depth"]
+               f"({nbytes_text(n_in * self.itemsize)} as {self.dtype}); sizes are height×width×depth"]
         for s in self.steps:
             lines = s.text.split("\n")
             out.append(f"[{s.index}] {lines[0]}")
@@ -290,14 +276,14 @@ def _conv_text(layer: Conv2D, shape: Shape, itemsize: int) -> tuple[str, Shape, 
     out = (layer.out_channels, ah.out, aw.out)
     kh, kw = layer.kernel_size
     depth = c // layer.groups
-    head = f"CONV: {_plural(layer.out_channels, 'filter')} {kw}×{kh}×{depth}"
+    head = f"CONV: {_plural(layer.out_channels, 'filter')} {kh}×{kw}×{depth}"
     if layer.groups > 1:
         head += f" (groups {layer.groups}: each filter sees {depth} of the {c} channels)"
-    stride = layer.stride[1] if layer.stride[0] == layer.stride[1] else f"{layer.stride[1]}×{layer.stride[0]}"
+    stride = layer.stride[1] if layer.stride[0] == layer.stride[1] else f"{layer.stride[0]}×{layer.stride[1]}"
     head += f", stride {stride}, {_pad_words(layer.pads, layer.padding_mode)}"
     if layer.dilation != (1, 1):
         head += (f", dilation {layer.dilation[1] if layer.dilation[0] == layer.dilation[1] else layer.dilation}"
-                 f" (spans {S.effective_kernel(kw, layer.dilation[1])}×{S.effective_kernel(kh, layer.dilation[0])})")
+                 f" (spans {S.effective_kernel(kh, layer.dilation[0])}×{S.effective_kernel(kw, layer.dilation[1])})")
     head += _same_words(ah, aw)
     fit, fits = _fit_words(ah, aw)
     weights = _minus(S.conv_param_formula(c, layer.out_channels, layer.kernel_size, layer.groups, False))
@@ -325,8 +311,8 @@ def _pool_text(layer: Any, shape: Shape) -> tuple[str, Shape, bool, str]:
     out = (c, ah.out, aw.out)
     kh, kw = layer.kernel_size
     kind = "max" if isinstance(layer, MaxPool2D) else "average"
-    stride = layer.stride[1] if layer.stride[0] == layer.stride[1] else f"{layer.stride[1]}×{layer.stride[0]}"
-    head = f"POOL: {kind} {kw}×{kh}, stride {stride}, {_pad_words(layer.pads)}"
+    stride = layer.stride[1] if layer.stride[0] == layer.stride[1] else f"{layer.stride[0]}×{layer.stride[1]}"
+    head = f"POOL: {kind} {kh}×{kw}, stride {stride}, {_pad_words(layer.pads)}"
     if layer.dilation != (1, 1):
         head += f", dilation {layer.dilation}"
     fit, fits = _fit_words(ah, aw)
@@ -392,7 +378,7 @@ def _simple_text(layer: Layer, shape: Shape, out: Shape) -> tuple[str, str]:
         if isinstance(layer, cls):
             return kind, f"{kind}: {f} on each of the {n:,} numbers: {size}; no parameters"
     if isinstance(layer, GlobalAvgPool2D):
-        return "POOL", (f"POOL: global average of each {shape[2]}×{shape[1]} map: {size}; "
+        return "POOL", (f"POOL: global average of each {shape[1]}×{shape[2]} map: {size}; "
                         "no parameters")
     if isinstance(layer, Dropout):
         return "DROPOUT", (f"DROPOUT: p = {layer.p:g} zeroes numbers while training and scales the "
