@@ -14,7 +14,6 @@ torch is imported only inside these functions: ``import convscope`` never import
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -23,6 +22,7 @@ import numpy as np
 from .errors import ShapeError
 from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dropout, Flatten,
                      GlobalAvgPool2D, Layer, LeakyReLU, Linear, MaxPool2D, ReLU, Sigmoid, Tanh)
+from .layers.base import float_dtype
 from .model import Sequential
 from .shapes import same_padding
 
@@ -167,12 +167,13 @@ def _unsupported(module: Any, why: str = "") -> TypeError:
                      f"{': ' + why if why else ''}; supported modules: {', '.join(_TORCH_NAMES)}")
 
 
-def _np_dtype(module: Any) -> Any:
+def _np_dtype(module: Any, default: Any = np.float32) -> Any:
+    """float32 or float64 from the module's floating tensors (``default`` when it has none)."""
     torch = _torch()
     tensors = list(module.parameters()) + list(module.buffers())
     kinds = {t.dtype for t in tensors if t.is_floating_point()}
     if not kinds:
-        return np.float32
+        return default
     if kinds == {torch.float32}:
         return np.float32
     if kinds == {torch.float64}:
@@ -181,14 +182,17 @@ def _np_dtype(module: Any) -> Any:
                                "float32 or float64, convert with module.float() first")
 
 
-def convscope_layer(module: "torch.nn.Module") -> Layer:
+def convscope_layer(module: "torch.nn.Module", dtype: Any = None) -> Layer:
     """The convscope layer computing what a ``torch.nn`` module computes, weights copied.
 
-    Raises TypeError naming the module when convscope has no equivalent.
+    ``dtype`` is for layers without tensors of their own (batch norm with neither affine nor
+    running statistics); by default the module's.  Raises TypeError naming the module when
+    convscope has no equivalent.
     """
     torch = _torch()
     nn = torch.nn
     kind = type(module)
+    dt = _np_dtype(module, dtype or np.float32)
     if kind is nn.Sequential:
         return from_torch(module)
     from .torch_modules import PaddedConv2d  # noqa: PLC0415
@@ -202,7 +206,7 @@ def convscope_layer(module: "torch.nn.Module") -> Layer:
             mode = module.padding_mode
         layer: Layer = Conv2D(module.in_channels, module.out_channels, module.kernel_size,
                               module.stride, padding, module.dilation, module.groups,
-                              module.bias is not None, mode, dtype=_np_dtype(module), seed=0)
+                              module.bias is not None, mode, dtype=dt, seed=0)
     elif kind is nn.MaxPool2d:
         if module.return_indices:
             raise _unsupported(module, "return_indices=True")
@@ -235,11 +239,11 @@ def convscope_layer(module: "torch.nn.Module") -> Layer:
         layer = Dropout(module.p)
     elif kind is nn.Linear:
         layer = Linear(module.in_features, module.out_features, module.bias is not None,
-                       dtype=_np_dtype(module), seed=0)
+                       dtype=dt, seed=0)
     elif kind in (nn.BatchNorm2d, nn.BatchNorm1d):
         cls = BatchNorm2D if kind is nn.BatchNorm2d else BatchNorm1D
         layer = cls(module.num_features, module.eps, module.momentum, module.affine,
-                    module.track_running_stats, dtype=_np_dtype(module))
+                    module.track_running_stats, dtype=dt)
     else:
         raise _unsupported(module)
     own = dict(layer.params) | dict(layer.buffers)
@@ -256,20 +260,26 @@ def convscope_layer(module: "torch.nn.Module") -> Layer:
     return layer.train(module.training)
 
 
-def from_torch(module: "torch.nn.Sequential", input_shape: Sequence[int] | None = None) -> Sequential:
+def from_torch(module: "torch.nn.Sequential", input_shape: Sequence[int] | None = None,
+               dtype: Any = None) -> Sequential:
     """A convscope Sequential from a ``torch.nn.Sequential`` of supported modules, weights copied.
 
     ``input_shape`` (C, H, W) builds it and checks every shape (needed for ``summary()``).
-    An unsupported module raises TypeError naming it and its index.
+    Layers take their module's dtype (float32 or float64); ``dtype`` is for a module with no
+    tensors at all (default float32).  An unsupported module raises TypeError naming it and its
+    index.
     """
     torch = _torch()
     if not isinstance(module, torch.nn.Sequential):
         raise TypeError(f"from_torch: expected a torch.nn.Sequential, got {type(module).__name__}; "
                         "wrap a single module as nn.Sequential(module)")
     layers = []
+    torch_kinds = {t.dtype for t in list(module.parameters()) + list(module.buffers())
+                   if t.is_floating_point()}
+    dtype = np.float64 if torch_kinds == {torch.float64} else float_dtype(dtype or np.float32)
     for name, child in module.named_children():
         try:
-            layers.append(convscope_layer(child))
+            layers.append(convscope_layer(child, dtype))
         except (TypeError, ShapeError, ValueError) as e:
             raise type(e)(f"module {name}: {e}") from None
     model = Sequential(*layers)
@@ -283,37 +293,24 @@ def from_torch(module: "torch.nn.Sequential", input_shape: Sequence[int] | None 
 # state dicts as files
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_torch_weights(model: Sequential, path: str | os.PathLike,
                        metadata: Mapping[str, str] | None = None) -> Path:
     """Write the state dict, PyTorch's keys, as safetensors (no torch needed; no pickle).
 
     In PyTorch: ``tmodel.load_state_dict(safetensors.torch.load_file(path))``.
     """
-    from safetensors.numpy import save_file  # noqa: PLC0415
+    from safetensors.numpy import save  # noqa: PLC0415
+
+    from .io import atomic_write  # noqa: PLC0415
 
     path = Path(path)
     if path.suffix in (".pt", ".pth", ".bin", ".pkl"):
         raise ValueError(f"save_torch_weights: {str(path)!r} names a pickle file; convscope writes "
                          f"safetensors only (no code runs on loading), e.g. "
                          f"{str(path.with_suffix('.safetensors'))!r}")
-    state = {k: np.ascontiguousarray(to_numpy(v)) for k, v in model.state_dict().items()}
+    state = {k: np.array(to_numpy(v), order="C") for k, v in model.state_dict().items()}  # 0-d stays 0-d
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
-    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta or None))
-    return path
+    return atomic_write(path, save(state, metadata=meta or None))
 
 
 def _read_state(source: Any) -> dict[str, np.ndarray]:
