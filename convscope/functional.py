@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import conv_gemm
 from .backend import xp_of
 from .shapes import Pads, Pair
 
@@ -103,6 +104,26 @@ def conv2d_forward(x: Array, w: Array, b: Array | None, stride: Pair, pads: Pads
                    groups: int, out_hw: Pair, padding_mode: str = "zeros") -> tuple[Array, tuple]:
     """y[n, k] = sum over (c, i, j) of w[k, c, i, j] · xpad[n, c, s·oh + d·i, s·ow + d·j] + b[k].
 
+    x (N, C, H, W), w (K, C/G, kH, kW), b (K,) or None -> y (N, K, OH, OW), a view of
+    channels-last memory.  The fast path: chunked im2col into a reused buffer, one GEMM per
+    chunk (:mod:`convscope.conv_gemm`).
+    """
+    return conv_gemm.conv_forward(x, w, b, stride, pads, dilation, groups, out_hw, padding_mode)
+
+
+def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
+                    need_dx: bool = True) -> tuple[Array | None, Array, Array | None]:
+    """Gradients (dx, dw, db) of :func:`conv2d_forward` for the upstream gradient dy (N, K, OH, OW);
+    dx is None when ``need_dx`` is False."""
+    return conv_gemm.conv_backward(dy, w, cache, need_bias, need_dx)
+
+
+def conv2d_forward_simple(x: Array, w: Array, b: Array | None, stride: Pair, pads: Pads,
+                          dilation: Pair, groups: int, out_hw: Pair, padding_mode: str = "zeros"
+                          ) -> tuple[Array, tuple]:
+    """The textbook version of :func:`conv2d_forward`: pad, im2col (C·kH·kW, N·OH·OW), one
+    batched GEMM (G, K/G, C/G·kH·kW) @ cols.  Slower, kept as a readable reference.
+
     x (N, C, H, W), w (K, C/G, kH, kW), b (K,) or None -> y (N, K, OH, OW).
     """
     xp = xp_of(x)
@@ -119,9 +140,9 @@ def conv2d_forward(x: Array, w: Array, b: Array | None, stride: Pair, pads: Pads
     return y, (cols, w_mat, x.shape, xpad.shape, pads, stride, dilation, groups, out_hw, padding_mode)
 
 
-def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True
-                    ) -> tuple[Array, Array, Array | None]:
-    """Gradients (dx, dw, db) of :func:`conv2d_forward` for the upstream gradient dy (N, K, OH, OW)."""
+def conv2d_backward_simple(dy: Array, w: Array, cache: tuple, need_bias: bool = True
+                           ) -> tuple[Array, Array, Array | None]:
+    """Gradients (dx, dw, db) of :func:`conv2d_forward_simple` for dy (N, K, OH, OW)."""
     xp = xp_of(dy)
     cols, w_mat, x_shape, xpad_shape, pads, stride, dilation, groups, out_hw, mode = cache
     k = dy.shape[1]
