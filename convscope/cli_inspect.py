@@ -347,7 +347,7 @@ def _report_parser(sub: Any) -> argparse.ArgumentParser:
         "activation maps, and the confusion matrix on the test split.  One self-contained file "
         "(pictures embedded, no scripts, no network): open it from disk in any browser.",
         epilog="example:\n  convscope report runs/lenet5-digits-20250101-120000")
-    p.add_argument("run", metavar="RUN", help="a run folder (with model.safetensors)")
+    p.add_argument("run_dir", metavar="RUN", help="a run folder (with model.safetensors)")
     p.add_argument("--data", metavar="NAME|DIR",
                    help="dataset for the test images (default: the model's)")
     p.add_argument("--data-dir", metavar="DIR", help="where the full datasets' files are")
@@ -357,7 +357,7 @@ def _report_parser(sub: Any) -> argparse.ArgumentParser:
 def _report_run(args: argparse.Namespace) -> int:
     from .report import report_for_run  # noqa: PLC0415
 
-    print(report_for_run(args.run, args.data, args.data_dir))
+    print(report_for_run(args.run_dir, args.data, args.data_dir))
     return 0
 
 

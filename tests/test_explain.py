@@ -163,3 +163,36 @@ def test_every_number_agrees_with_the_engine(n: int, k: int, s: int, p: int, d: 
         assert bool(re.search("of the input (is|are) never seen", text)) == (tail > 0)
         with pytest.raises(cs.ShapeError, match="does not fit"):
             net.explain(strict=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line: convscope explain / shapes
+
+
+def test_cli_explain_and_shapes(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    from convscope.cli import main
+
+    assert main(["explain"]) == 0
+    out = capsys.readouterr().out
+    assert "[0] CONV: 6 filters 5×5×3, stride 1, pad 0: (32 − 5 + 2·0) / 1 + 1 = 28 → 28×28×6" in out
+    assert "weights 5·5·6·10 = 1500, biases 10" in out
+    assert main(["shapes", "--input", "7", "--filter", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" → ")[1][:3] for line in lines[1:4]] == ["5×5", "3×3", "2×2"]
+    assert main(["explain", "--input", "7", "--filter", "3", "--stride", "3", "--strict"]) == 1
+    captured = capsys.readouterr()
+    assert "2.33" in captured.out and "a stride does not fit" in captured.err
+    arch = tmp_path / "net.json"
+    arch.write_text('{"input_shape": [1, 7, 7], "layers": [{"type": "conv", "filters": 2, '
+                    '"size": 3, "stride": 3}, {"type": "fc", "units": "classes"}]}')
+    assert main(["explain", str(arch)]) == 0
+    assert "stride 3 does not fit: the last column and the last row" in capsys.readouterr().out
+    assert main(["explain", str(arch), "--strict"]) == 1
+    assert "error: layer 0 Conv2D(1, 2, kernel_size=3x3, stride=3): (7 − 3 + 2·0) / 3 + 1 = 2.33" \
+        in capsys.readouterr().err
+    assert main(["explain", "lenet5", "--input", "1x28x28"]) == 0
+    assert "pad 2 (same: P = (F − 1) / 2 = (5 − 1) / 2 = 2 keeps 28×28)" in capsys.readouterr().out
+    assert main(["shapes", "--input", "7", "--filter", "3", "--pad", "x"]) == 1
+    assert "--pad must be a whole number >= 0 or 'same', got 'x'" in capsys.readouterr().err
+    assert main(["explain", "--input", "7"]) == 1
+    assert "add --filter F" in capsys.readouterr().err
