@@ -94,26 +94,45 @@ def _onnx_pads(pads: Any) -> list[int]:
     return [int(t), int(l), int(b), int(r)]
 
 
-def _pool_ceil(layer: Any, hw: tuple[int, int]) -> int:
-    """ONNX ceil_mode for a pooling layer at input size ``hw``.
+def _pool_window(layer: Any, hw: Sequence[int]) -> tuple[int, list[int], bool]:
+    """ONNX (ceil_mode, pads [t, l, b, r], zero-pad first) for a pooling layer at input ``hw``.
 
     PyTorch (and the ONNX spec) drop a ceil_mode window that would start in the right padding;
-    onnx's shape inference does not, so where that rule drops one we write ceil_mode=0, which then
-    has the same windows.  Either way the exported output size is convscope's.
+    onnx's shape inference does not.  So ceil_mode=1 is written only where PyTorch's count is the
+    plain ceiling; where the rule drops a window on every axis, ceil_mode=0 has the same windows.
+    When one axis keeps a partial window and the other drops one, ceil_mode=0 with a longer end
+    padding on the first axis has the same windows: padding is never counted by max pooling and
+    average pooling with count_include_pad=0; with count_include_pad=1 the layer's own padding
+    becomes a zero Pad node first (then counted as pixels), the longer end padding is not.
+    The exported size is always convscope's.
     """
-    _, oh, ow = layer.output_shape((1,) + tuple(hw))
+    hw = tuple(int(v) for v in hw)
+    pads = _onnx_pads(layer.pads)
     if not layer.ceil_mode:
-        return 0
-    naive, floor = [], []
-    for n, k, s, p, d in zip(hw, layer.kernel_size, layer.stride, layer.pads, layer.dilation):
-        span = n + p[0] + p[1] - effective_kernel(k, d)
+        return 0, pads, False
+    outs = layer.output_shape((1,) + hw)[1:]
+    naive, floor, longer = [], [], []
+    for n, o, k, s, p, d in zip(hw, outs, layer.kernel_size, layer.stride, layer.pads,
+                                layer.dilation):
+        keff = effective_kernel(k, d)
+        span = n + p[0] + p[1] - keff
         naive.append(-(-span // s) + 1)
         floor.append(span // s + 1)
-    if [oh, ow] == naive:
-        return 1
-    if [oh, ow] != floor:  # pragma: no cover - the size rule allows nothing else
-        raise ShapeError(f"{layer!r}: ceil_mode output {oh}x{ow} has no ONNX equivalent")
-    return 0
+        longer.append((o - 1) * s + keff - n - p[0])  # end padding whose floor count is o
+    if list(outs) == naive:
+        return 1, pads, False
+    if list(outs) == floor:
+        return 0, pads, False
+    ends = [lo if o != f else p[1] for o, f, lo, p in zip(outs, floor, longer, layer.pads)]
+    if isinstance(layer, AvgPool2D) and layer.count_include_pad:  # the layer's pads go to a Pad node
+        return 0, [0, 0, ends[0] - layer.pads[0][1], ends[1] - layer.pads[1][1]], True
+    if any(e >= k for e, k in zip(ends, layer.kernel_size)):  # onnxruntime needs pads < kernel
+        h, w = hw
+        raise ValueError(f"{layer!r}: at a {h}x{w} input ceil_mode keeps a partial last window "
+                         f"along one axis ({outs[0]}x{outs[1]} out) and drops one along the other; "
+                         "ONNX has one ceil_mode for both axes and onnxruntime takes no end "
+                         "padding as long as the kernel; use ceil_mode=False or another input size")
+    return 0, [pads[0], pads[1], ends[0], ends[1]], False
 
 
 def _emit(layer: Layer, name: str, cur: str, shape: tuple[int, ...], g: _GraphBuilder) -> str:
@@ -143,14 +162,21 @@ def _emit(layer: Layer, name: str, cur: str, shape: tuple[int, ...], g: _GraphBu
                       strides=list(layer.stride), pads=_onnx_pads(pads),
                       dilations=list(layer.dilation), group=layer.groups)
     if kind is MaxPool2D:
+        ceil, pads, _ = _pool_window(layer, shape[1:])
         return g.node("MaxPool", [cur], name, kernel_shape=list(layer.kernel_size),
-                      strides=list(layer.stride), pads=_onnx_pads(layer.pads),
-                      dilations=list(layer.dilation), ceil_mode=_pool_ceil(layer, shape[1:]))
+                      strides=list(layer.stride), pads=pads, dilations=list(layer.dilation),
+                      ceil_mode=ceil)
     if kind is AvgPool2D:
+        ceil, pads, zero_pad = _pool_window(layer, shape[1:])
+        count_pad = layer.count_include_pad
+        if zero_pad:
+            (t, b), (l, r) = layer.pads
+            amounts = g.tensor(f"{name}.pads", [0, 0, t, l, 0, 0, b, r], np.int64)
+            cur = g.node("Pad", [cur, amounts], name, mode="constant")
+            count_pad = False
         return g.node("AveragePool", [cur], name, kernel_shape=list(layer.kernel_size),
-                      strides=list(layer.stride), pads=_onnx_pads(layer.pads),
-                      ceil_mode=_pool_ceil(layer, shape[1:]),
-                      count_include_pad=int(layer.count_include_pad))
+                      strides=list(layer.stride), pads=pads, ceil_mode=ceil,
+                      count_include_pad=int(count_pad))
     if kind is GlobalAvgPool2D:
         return g.node("GlobalAveragePool", [cur], name)
     if kind in (BatchNorm2D, BatchNorm1D):
@@ -195,21 +221,6 @@ def _check_name(value: str, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"export_onnx: {what} must be a non-empty string, got {value!r}")
     return value
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    import tempfile  # noqa: PLC0415
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def export_onnx(model: Sequential, path: str | os.PathLike | None = None, *,
@@ -276,7 +287,9 @@ def export_onnx(model: Sequential, path: str | os.PathLike | None = None, *,
     if check:
         onnx.checker.check_model(proto, full_check=True)
     if path is not None:
-        _write_atomic(Path(path), proto.SerializeToString())
+        from .io import atomic_write  # noqa: PLC0415
+
+        atomic_write(path, proto.SerializeToString())
     return proto
 
 
@@ -377,6 +390,20 @@ def _window_pads(a: Mapping[str, Any], hw: Sequence[int], kernel: Sequence[int],
     return before + after
 
 
+def _onnx_pool_shape(shape: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
+                     pads: Sequence[int], dilation: Sequence[int], ceil: bool) -> tuple[int, ...]:
+    """Per-image output shape of an ONNX pool by the spec (a ceil window starting in the end
+    padding is dropped)."""
+    out = [shape[0]]
+    for n, k, s, p0, p1, d in zip(shape[1:], kernel, stride, pads[:2], pads[2:], dilation):
+        span = n + p0 + p1 - effective_kernel(k, d)
+        o = (-(-span // s) if ceil else span // s) + 1
+        if ceil and (o - 1) * s >= n + p0:
+            o -= 1
+        out.append(o)
+    return tuple(out)
+
+
 def _padding(pads: Sequence[int]) -> Any:
     """ONNX [t, l, b, r] -> convscope's (ph, pw) when symmetric, else ((t, b), (l, r))."""
     t, l, b, r = (int(v) for v in pads)
@@ -409,8 +436,8 @@ def _read_node(rd: _Reader, node: Any, shape: tuple[int, ...]) -> Layer | None:
             raise ValueError(f"Pad mode {mode!r}: supported modes {sorted(modes)}")
         rd.pending_pad = ([amounts[2], amounts[3], amounts[6], amounts[7]], modes[mode], value)
         return None
-    if rd.pending_pad is not None and op != "Conv":
-        raise ValueError(f"a Pad node must be followed by Conv, got {op}")
+    if rd.pending_pad is not None and op not in ("Conv", "AveragePool"):
+        raise ValueError(f"a Pad node must be followed by Conv or AveragePool, got {op}")
     if op == "Conv":
         w = rd.const(node, 1, "Conv weight")
         if w.ndim != 4 or len(shape) != 3:
@@ -444,16 +471,45 @@ def _read_node(rd: _Reader, node: Any, shape: tuple[int, ...]) -> Layer | None:
             raise ValueError(f"{op} kernel_shape {kernel}: only 2-D pooling is supported")
         stride, dilation = list(a.get("strides", [1, 1])), list(a.get("dilations", [1, 1]))
         t, l, b, r = _window_pads(a, shape[1:], kernel, stride, dilation, op)
-        if (t, l) != (b, r):
-            raise ValueError(f"{op} pads {[t, l, b, r]} are asymmetric; convscope's pooling pads "
-                             "both sides equally")
         ceil = bool(a.get("ceil_mode", 0))
-        if op == "MaxPool":
-            return MaxPool2D(tuple(kernel), tuple(stride), (t, l), tuple(dilation), ceil)
-        if dilation != [1, 1]:
+        cip = bool(a.get("count_include_pad", 0))
+        if op == "AveragePool" and dilation != [1, 1]:
             raise ValueError(f"AveragePool dilations {dilation}: convscope's AvgPool2D has none")
-        return AvgPool2D(tuple(kernel), tuple(stride), (t, l), ceil,
-                         bool(a.get("count_include_pad", 0)))
+        if rd.pending_pad is not None:  # zeros padded first are pixels: counted, as with cip=1
+            (pt, pl, pb, pr), mode, _ = rd.pending_pad
+            rd.pending_pad = None
+            if mode != "zeros" or cip or (t, l) != (0, 0) or (pt, pl) != (pb, pr):
+                raise ValueError(f"a {mode} Pad {[pt, pl, pb, pr]} before AveragePool (pads "
+                                 f"{[t, l, b, r]}, count_include_pad={int(cip)}): only zero "
+                                 "padding, symmetric, before a pool with no padding of its own "
+                                 "and count_include_pad=0 is average pooling with "
+                                 "count_include_pad=1")
+            t, l, b, r, cip = pt, pl, b + pb, r + pr, True
+            if (b, r) == (t, l):  # both ceil modes count the same pixels; the sizes must agree
+                size = _onnx_pool_shape(shape, kernel, stride, (t, l, b, r), dilation, ceil)
+                for c in (ceil, not ceil):
+                    layer = AvgPool2D(tuple(kernel), tuple(stride), (t, l), c, True)
+                    if layer.output_shape(shape) == size:
+                        return layer
+                raise ValueError(f"AveragePool after a zero Pad gives {size[1:]}, which no "
+                                 "convscope AvgPool2D gives")
+
+        def make(ceil_mode: bool) -> Layer:
+            if op == "MaxPool":
+                return MaxPool2D(tuple(kernel), tuple(stride), (t, l), tuple(dilation), ceil_mode)
+            return AvgPool2D(tuple(kernel), tuple(stride), (t, l), ceil_mode, cip)
+
+        if (t, l) == (b, r):
+            return make(ceil)
+        # longer end padding (what _pool_window writes): the same windows as ceil_mode when the
+        # padding itself is never counted and the output sizes agree
+        if not ceil and b >= t and r >= l:
+            candidate = make(True)
+            if candidate.output_shape(shape) == _onnx_pool_shape(shape, kernel, stride,
+                                                                 (t, l, b, r), dilation, False):
+                return candidate
+        raise ValueError(f"{op} pads {[t, l, b, r]} are asymmetric; convscope's pooling pads "
+                         "both sides equally")
     if op == "GlobalAveragePool":
         return GlobalAvgPool2D()
     if op == "BatchNormalization":
