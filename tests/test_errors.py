@@ -205,7 +205,8 @@ def test_dilated_max_window_of_padding_only() -> None:
 def test_loss_inputs() -> None:
     text = message(ValueError, lambda: cs.CrossEntropyLoss().forward(zeros(2, 3), np.array([0, 3])))
     assert "[0, 2]" in text and "3" in text
-    text = message(TypeError, lambda: cs.CrossEntropyLoss().forward(zeros(2, 3), np.array([0.0, 1.0])))
+    text = message(TypeError,
+                   lambda: cs.CrossEntropyLoss().forward(zeros(2, 3), np.array([0.0, 1.0])))
     assert "integers" in text and "float64" in text
     text = message(cs.ShapeError, lambda: cs.CrossEntropyLoss().forward(zeros(2, 3), np.array([0])))
     assert "(2,)" in text and "(1,)" in text

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import convscope as cs
-from convscope.shapes import (conv_output_size, same_padding, size_formula)
+from convscope.shapes import conv_output_size, same_padding, size_formula
 
 
 def test_one_filter_position_is_a_75_number_dot_product_plus_bias() -> None:
@@ -146,7 +146,8 @@ def test_summary_rows_and_totals_equal_the_hand_computed_numbers() -> None:
     ]
     assert len(s.rows) == len(expected)
     for row, (shape, params, macs, formula) in zip(s.rows, expected):
-        assert (row.output_shape, row.params, row.macs, row.formula) == (shape, params, macs, formula)
+        got = (row.output_shape, row.params, row.macs, row.formula)
+        assert got == (shape, params, macs, formula)
         assert row.activation_bytes == int(np.prod(shape)) * 4  # float32
     assert s.total_params == conv1[0] + conv2[0] + fc[0] == sum(p.size for p in net.params.values())
     assert s.total_macs == conv1[1] + conv2[1] + fc[1]

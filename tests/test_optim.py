@@ -23,10 +23,10 @@ def make_pair(dtype: Any) -> tuple[cs.Sequential, torch.nn.Sequential]:
                         cs.BatchNorm2D(dtype=dtype), cs.ReLU(), cs.MaxPool2D(2), cs.Flatten(),
                         cs.Linear(None, 3, init="torch", dtype=dtype),
                         input_shape=(2, 6, 6), seed=0)
-    ref = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4),
-                              torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
-                              torch.nn.Linear(36, 3)).to(
-        torch.float32 if dtype == np.float32 else torch.float64)
+    nn = torch.nn
+    ref = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 3))
+    ref.to(torch.float32 if dtype == np.float32 else torch.float64)
     ref.load_state_dict({k: torch.tensor(np.array(v)) for k, v in net.state_dict().items()})
     return net, ref
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as tF
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import convscope as cs
@@ -90,6 +90,33 @@ def conv_configs(draw: st.DrawFn) -> dict:
                 bias=draw(st.booleans()), hw=tuple(sizes), seed=draw(st.integers(0, 2**32 - 1)))
 
 
+def conv_config(n: int, cin: int, cout: int, kernel: tuple[int, int], hw: tuple[int, int],
+                stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1,
+                mode: str = "zeros", bias: bool = True) -> dict:
+    """A named configuration, for the cases every run must include (hypothesis @example)."""
+    pair = lambda v: (v, v) if isinstance(v, int) else v  # noqa: E731
+    pads = cs.shapes.normalize_padding(padding, kernel, pair(dilation), pair(stride))
+    return dict(n=n, cin=cin, cout=cout, kernel=kernel, stride=stride, padding=padding, pads=pads,
+                dilation=dilation, groups=groups, mode=mode, bias=bias, hw=hw, seed=0)
+
+
+CONV_EXAMPLES = [
+    conv_config(1, 4, 2, (1, 1), (5, 4)),  # batch 1, a 1x1 convolution
+    conv_config(2, 3, 6, (3, 3), (7, 6), stride=2, padding=1, groups=3,  # depthwise
+                mode="reflect"),
+    conv_config(2, 2, 2, (2, 4), (5, 6), padding="same", dilation=(2, 1), mode="circular"),
+    conv_config(1, 1, 1, (3, 3), (7, 7), stride=3),  # the lecture's misfit: floor drops a column
+    conv_config(2, 2, 4, (2, 2), (2, 2), padding=((3, 0), (0, 3)), groups=2, mode="replicate"),
+    conv_config(1, 2, 3, (3, 2), (9, 8), stride=(2, 3), padding="valid", bias=False),
+]
+
+
+def with_examples(test: Any) -> Any:
+    for cfg in CONV_EXAMPLES:
+        test = example(cfg)(test)
+    return test
+
+
 def torch_conv(cfg: dict, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
     """The reference: torch.nn.Conv2d with padding_mode, or F.pad first for asymmetric padding."""
     (t, bo), (le, r) = cfg["pads"]
@@ -133,18 +160,21 @@ def check_conv(cfg: dict, dtype: Any) -> None:
 
 @settings(max_examples=2 * BASE)
 @given(conv_configs())
+@with_examples
 def test_conv2d_float32_matches_torch(cfg: dict) -> None:
     check_conv(cfg, np.float32)
 
 
 @settings(max_examples=2 * BASE)
 @given(conv_configs())
+@with_examples
 def test_conv2d_float64_matches_torch(cfg: dict) -> None:
     check_conv(cfg, np.float64)
 
 
 @settings(max_examples=BASE // 2)
 @given(conv_configs())
+@with_examples
 def test_naive_loops_equal_im2col_and_torch(cfg: dict) -> None:
     rng = np.random.default_rng(cfg["seed"])
     layer = cs.Conv2D(cfg["cin"], cfg["cout"], cfg["kernel"], cfg["stride"], cfg["padding"],

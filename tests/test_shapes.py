@@ -44,7 +44,8 @@ def test_conv_output_size_equals_torch(n: int, k: int, s: int, pb: int, pa: int,
 def test_pool_output_size_with_ceil_mode_equals_torch(n: int, k: int, s: int, p: int, d: int,
                                                       ceil_mode: bool) -> None:
     assume(p <= k // 2 and n + 2 * p >= d * (k - 1) + 1)
-    ref = tF.max_pool2d(torch.zeros(1, 1, 1, n), (1, k), (1, s), (0, p), (1, d), ceil_mode).shape[-1]
+    x = torch.zeros(1, 1, 1, n)
+    ref = tF.max_pool2d(x, (1, k), (1, s), (0, p), (1, d), ceil_mode).shape[-1]
     assert shapes.conv_output_size(n, k, s, p, d, ceil_mode=ceil_mode) == ref
     assert shapes.conv_output_shape((n, n), (k, k), (s, s), ((p, p), (p, p)), (d, d),
                                     ceil_mode=ceil_mode) == (ref, ref)

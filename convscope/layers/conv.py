@@ -97,7 +97,7 @@ class Conv2D(Layer):
         if c != self.in_channels:
             raise ShapeError(f"{self!r}: input has {c} channels ({c}x{h}x{w} per image), the layer "
                              f"needs {self.in_channels}")
-        if self.padding_mode in ("reflect", "circular"):  # replicate repeats the edge any number of times
+        if self.padding_mode in ("reflect", "circular"):  # replicate repeats the edge at will
             for n, p, axis in ((h, self.pads[0], "height"), (w, self.pads[1], "width")):
                 limit = n - 1 if self.padding_mode == "reflect" else n
                 if max(p) > limit:
