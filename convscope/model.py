@@ -12,6 +12,8 @@ from .backend import no_grad, xp_of
 from .errors import ShapeError
 from .init import make_rng
 from .layers.base import Array, Layer, Shape
+from .layers.conv import Conv2D
+from .layers.linear import Linear
 
 if TYPE_CHECKING:
     from .explain import Explanation
@@ -162,10 +164,24 @@ class Sequential(Layer):
                 raise ShapeError(f"layer {i}: {e}{note}") from None
         return x
 
-    def backward(self, dy: Array) -> Array:
-        for layer in reversed(self.layers):
+    def backward(self, dy: Array, input_grad: bool = True) -> Array | None:
+        """Gradients of every layer, last to first; returns d loss / d input.
+
+        ``input_grad=False`` returns None and lets a first Conv2D or Linear skip its input
+        gradient, which nothing in training uses (PyTorch skips it too: inputs need no grad).
+        """
+        if not self.layers:
+            return dy if input_grad else None
+        for layer in reversed(self.layers[1:]):
             dy = layer.backward(dy)
-        return dy
+        first = self.layers[0]
+        if input_grad:
+            return first.backward(dy)
+        if isinstance(first, (Conv2D, Linear, Sequential)):
+            first.backward(dy, input_grad=False)
+        else:
+            first.backward(dy)
+        return None
 
     def train(self, mode: bool = True) -> "Sequential":
         self.training = mode
@@ -211,10 +227,11 @@ class Sequential(Layer):
         self.eval()
         try:
             with no_grad():
-                outs = [self.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+                starts = range(0, len(x), batch_size) or [0]  # no images: an empty (0, ...) result
+                outs = [self.forward(x[i:i + batch_size]) for i in starts]
         finally:
             self.train(was_training)
-        return xp_of(x).concatenate(outs) if outs else outs
+        return xp_of(x).concatenate(outs)
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Array]:

@@ -196,3 +196,9 @@ def test_params_and_grads_are_keyed_like_torch() -> None:
     assert [name for name, _, _ in net.parameters()] == list(net.params)
     for name, p, g in net.parameters():
         assert p is net.params[name] and g.shape == p.shape
+
+
+def test_predict_on_no_images_gives_an_empty_batch() -> None:
+    net = ours()
+    out = net.predict(np.zeros((0, 3, 12, 12), np.float32))
+    assert isinstance(out, np.ndarray) and out.shape == (0, 5) and out.dtype == np.float32
