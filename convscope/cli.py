@@ -32,6 +32,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("shapes", "convscope.cli_inspect:SHAPES"),
     ("viz", "convscope.cli_inspect:VIZ"),
     ("report", "convscope.cli_inspect:REPORT"),
+    ("export", "convscope.cli_export"),
 ]
 
 

@@ -343,3 +343,62 @@ def test_import_needs_static_image_shape(tmp_path: Path) -> None:
         import_onnx(tmp_path / "bad.onnx")
     with pytest.raises(FileNotFoundError):
         import_onnx(tmp_path / "missing.onnx")
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line
+
+
+@pytest.fixture
+def model_file(tmp_path: Path) -> Path:
+    from convscope.data import Normalizer
+    from convscope.io import save_model
+
+    model = randomize(build_model("fashion", (1, 28, 28), 4, seed=0), np.random.default_rng(2))
+    return save_model(tmp_path / "run" / "model.safetensors", model.eval(), ["a", "b", "c", "d"],
+                      normalization=Normalizer((0.25,), (0.5,)), arch_name="fashion")
+
+
+def test_cli_export_writes_checked_onnx_and_torch_weights(model_file: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    from safetensors.torch import load_file
+
+    from convscope.cli import main
+    from convscope.io import load_model
+
+    out, weights = tmp_path / "out" / "m.onnx", tmp_path / "out" / "w.safetensors"
+    assert main(["export", str(model_file), "--onnx", str(out), "--torch", str(weights),
+                 "--input-name", "images"]) == 0
+    said = capsys.readouterr()
+    assert "onnxruntime agrees with convscope" in said.out and "mean [0.25]" in said.err
+    saved = load_model(model_file)
+    meta = onnx_metadata(out)
+    assert meta["classes"] == '["a", "b", "c", "d"]' and '"std": [0.5]' in meta["normalization"]
+    proto = onnx.load(str(out))
+    assert proto.graph.input[0].name == "images"
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    close(run_onnx(out, x), saved.model.predict(x), "exported file")
+    tmodel = interop.to_torch(saved.model)
+    tmodel.load_state_dict(load_file(weights))
+    with torch.no_grad():
+        close(tmodel.eval()(torch.from_numpy(x)).numpy(), saved.model.predict(x), "torch weights")
+
+
+def test_cli_export_errors(model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from convscope import onnx_io
+    from convscope.cli import main
+
+    assert main(["export", str(model_file)]) == 1
+    assert "--onnx OUT.onnx and/or --torch" in capsys.readouterr().err
+    assert main(["export", str(model_file), "--torch", str(tmp_path / "w.pt")]) == 1
+    assert "written as safetensors" in capsys.readouterr().err
+    assert main(["export", str(model_file), "--onnx", str(tmp_path / "m.onnx"), "--opset", "12"]) == 1
+    assert "opset must be an int from 17" in capsys.readouterr().err
+    monkeypatch.setattr(onnx_io, "run_onnx", lambda source, x: np.zeros((len(x), 4), np.float32))
+    assert main(["export", str(model_file), "--onnx", str(tmp_path / "m.onnx")]) == 1
+    assert "differ from convscope's" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()  # a model that disagrees is never written
+    monkeypatch.setitem(__import__("sys").modules, "onnx", None)  # as if onnx were not installed
+    assert main(["export", str(model_file), "--onnx", str(tmp_path / "m.onnx")]) == 1
+    assert "pip install 'convscope[onnx]'" in capsys.readouterr().err
