@@ -21,7 +21,7 @@ class Flatten(Layer):
 
     def forward(self, x: Array) -> Array:
         self._check(x, (2, 3, 4, 5), "(N, ...)")
-        return self._keep(x.shape, x.reshape(x.shape[0], -1))
+        return self._keep(x.shape, x.reshape(x.shape[0], int(np.prod(x.shape[1:]))))  # N may be 0
 
     def backward(self, dy: Array) -> Array:
         return dy.reshape(self._take(dy))
