@@ -43,8 +43,20 @@ def tt(a: np.ndarray, grad: bool = False) -> torch.Tensor:
     return torch.tensor(np.array(a), requires_grad=grad)
 
 
-def randn(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    return rng.standard_normal(shape).astype(dtype)
+LAYOUTS = ("contiguous", "channels_last", "strided")
+
+
+def randn(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any,
+          layout: str = "contiguous") -> np.ndarray:
+    """Standard normal values in the given memory layout: the layers must not assume C order."""
+    a = rng.standard_normal(shape).astype(dtype)
+    if layout == "channels_last" and a.ndim == 4:
+        return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    if layout == "strided":  # every other element of a wider array
+        wide = np.zeros(shape[:-1] + (2 * shape[-1],), dtype)
+        wide[..., ::2] = a
+        return wide[..., ::2]
+    return a
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,27 +99,30 @@ def conv_configs(draw: st.DrawFn) -> dict:
         sizes.append(draw(st.integers(low, low + 5)))
     return dict(n=draw(st.integers(1, 3)), cin=cin, cout=cout, kernel=(kh, kw), stride=stride,
                 padding=padding, pads=pads, dilation=dilation, groups=groups, mode=mode,
-                bias=draw(st.booleans()), hw=tuple(sizes), seed=draw(st.integers(0, 2**32 - 1)))
+                bias=draw(st.booleans()), hw=tuple(sizes), seed=draw(st.integers(0, 2**32 - 1)),
+                layout=draw(st.sampled_from(LAYOUTS)))
 
 
 def conv_config(n: int, cin: int, cout: int, kernel: tuple[int, int], hw: tuple[int, int],
                 stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1,
-                mode: str = "zeros", bias: bool = True) -> dict:
+                mode: str = "zeros", bias: bool = True, layout: str = "contiguous") -> dict:
     """A named configuration, for the cases every run must include (hypothesis @example)."""
     pair = lambda v: (v, v) if isinstance(v, int) else v  # noqa: E731
     pads = cs.shapes.normalize_padding(padding, kernel, pair(dilation), pair(stride))
     return dict(n=n, cin=cin, cout=cout, kernel=kernel, stride=stride, padding=padding, pads=pads,
-                dilation=dilation, groups=groups, mode=mode, bias=bias, hw=hw, seed=0)
+                dilation=dilation, groups=groups, mode=mode, bias=bias, hw=hw, seed=0,
+                layout=layout)
 
 
 CONV_EXAMPLES = [
     conv_config(1, 4, 2, (1, 1), (5, 4)),  # batch 1, a 1x1 convolution
     conv_config(2, 3, 6, (3, 3), (7, 6), stride=2, padding=1, groups=3,  # depthwise
-                mode="reflect"),
+                mode="reflect", layout="channels_last"),
     conv_config(2, 2, 2, (2, 4), (5, 6), padding="same", dilation=(2, 1), mode="circular"),
     conv_config(1, 1, 1, (3, 3), (7, 7), stride=3),  # the lecture's misfit: floor drops a column
     conv_config(2, 2, 4, (2, 2), (2, 2), padding=((3, 0), (0, 3)), groups=2, mode="replicate"),
-    conv_config(1, 2, 3, (3, 2), (9, 8), stride=(2, 3), padding="valid", bias=False),
+    conv_config(1, 2, 3, (3, 2), (9, 8), stride=(2, 3), padding="valid", bias=False,
+                layout="strided"),
 ]
 
 
@@ -140,14 +155,14 @@ def check_conv(cfg: dict, dtype: Any) -> None:
     layer = cs.Conv2D(cfg["cin"], cfg["cout"], cfg["kernel"], cfg["stride"], cfg["padding"],
                       cfg["dilation"], cfg["groups"], cfg["bias"], cfg["mode"], dtype=dtype,
                       init="torch", seed=cfg["seed"])
-    x = randn(rng, (cfg["n"], cfg["cin"]) + cfg["hw"], dtype)
+    x = randn(rng, (cfg["n"], cfg["cin"]) + cfg["hw"], dtype, cfg["layout"])
     y = layer.forward(x)
     xt = tt(x, grad=True)
     wt = tt(layer.params["weight"], grad=True)
     bt = tt(layer.params["bias"], grad=True) if cfg["bias"] else None
     yt, wref, bref = torch_conv(cfg, xt, wt, bt)
     assert_close(y, yt, dtype, "forward")
-    dy = randn(rng, y.shape, dtype)
+    dy = randn(rng, y.shape, dtype, cfg["layout"])
     dx = layer.backward(dy)
     yt.backward(tt(dy))
     assert_close(dx, xt.grad, dtype, "d input")
@@ -180,7 +195,7 @@ def test_naive_loops_equal_im2col_and_torch(cfg: dict) -> None:
     layer = cs.Conv2D(cfg["cin"], cfg["cout"], cfg["kernel"], cfg["stride"], cfg["padding"],
                       cfg["dilation"], cfg["groups"], cfg["bias"], cfg["mode"],
                       dtype=np.float64, init="torch", seed=cfg["seed"])
-    x = randn(rng, (cfg["n"], cfg["cin"]) + cfg["hw"], np.float64)
+    x = randn(rng, (cfg["n"], cfg["cin"]) + cfg["hw"], np.float64, cfg["layout"])
     w, b = layer.params["weight"], layer.params.get("bias")
     slow = naive.conv2d(x, w, b, layer.stride, layer.pads, layer.dilation, layer.groups,
                         cfg["mode"])
@@ -212,7 +227,8 @@ def pool_configs(draw: st.DrawFn, max_pool: bool) -> dict:
     return dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation,
                 ceil_mode=draw(st.booleans()), count_include_pad=draw(st.booleans()),
                 shape=(draw(st.integers(1, 3)), draw(st.integers(1, 3)), h, w),
-                dtype=draw(st.sampled_from(DTYPES)), seed=draw(st.integers(0, 2**32 - 1)))
+                dtype=draw(st.sampled_from(DTYPES)), seed=draw(st.integers(0, 2**32 - 1)),
+                layout=draw(st.sampled_from(LAYOUTS)))
 
 
 @settings(max_examples=BASE)
@@ -221,7 +237,7 @@ def test_maxpool2d_matches_torch(cfg: dict) -> None:
     dtype, rng = cfg["dtype"], np.random.default_rng(cfg["seed"])
     layer = cs.MaxPool2D(cfg["kernel"], cfg["stride"], cfg["padding"], cfg["dilation"],
                          cfg["ceil_mode"])
-    x = randn(rng, cfg["shape"], dtype)  # continuous values: no ties in a window
+    x = randn(rng, cfg["shape"], dtype, cfg["layout"])  # continuous values: no ties in a window
     xt = tt(x, grad=True)
     yt = tF.max_pool2d(xt, cfg["kernel"], cfg["stride"], cfg["padding"], cfg["dilation"],
                        cfg["ceil_mode"])
@@ -231,7 +247,7 @@ def test_maxpool2d_matches_torch(cfg: dict) -> None:
         return
     y = layer.forward(x)
     assert_close(y, yt, dtype, "forward")
-    dy = randn(rng, y.shape, dtype)
+    dy = randn(rng, y.shape, dtype, cfg["layout"])
     yt.backward(tt(dy))
     assert_close(layer.backward(dy), xt.grad, dtype, "d input")
 
@@ -242,13 +258,13 @@ def test_avgpool2d_matches_torch(cfg: dict) -> None:
     dtype, rng = cfg["dtype"], np.random.default_rng(cfg["seed"])
     layer = cs.AvgPool2D(cfg["kernel"], cfg["stride"], cfg["padding"], cfg["ceil_mode"],
                          cfg["count_include_pad"])
-    x = randn(rng, cfg["shape"], dtype)
+    x = randn(rng, cfg["shape"], dtype, cfg["layout"])
     y = layer.forward(x)
     xt = tt(x, grad=True)
     yt = tF.avg_pool2d(xt, cfg["kernel"], cfg["stride"], cfg["padding"], cfg["ceil_mode"],
                        cfg["count_include_pad"])
     assert_close(y, yt, dtype, "forward")
-    dy = randn(rng, y.shape, dtype)
+    dy = randn(rng, y.shape, dtype, cfg["layout"])
     yt.backward(tt(dy))
     assert_close(layer.backward(dy), xt.grad, dtype, "d input")
 
@@ -381,7 +397,7 @@ def bn_configs(draw: st.DrawFn) -> dict:
     return dict(two_d=two_d, shape=shape, affine=draw(st.booleans()),
                 track=draw(st.booleans()), momentum=draw(st.sampled_from([0.1, 0.3, None])),
                 eps=draw(st.sampled_from([1e-5, 1e-3])), dtype=draw(st.sampled_from(DTYPES)),
-                seed=draw(st.integers(0, 2**32 - 1)))
+                seed=draw(st.integers(0, 2**32 - 1)), layout=draw(st.sampled_from(LAYOUTS)))
 
 
 @settings(max_examples=BASE)
@@ -402,14 +418,16 @@ def test_batchnorm_train_and_eval_match_torch(cfg: dict) -> None:
             ref.weight.copy_(tt(layer.params["weight"]))
             ref.bias.copy_(tt(layer.params["bias"]))
     for step in range(3):
-        x = (randn(rng, cfg["shape"], dtype) * 3 + rng.standard_normal()).astype(dtype)
+        x = randn(rng, cfg["shape"], dtype, cfg["layout"])
+        x *= 3
+        x += dtype(rng.standard_normal())
         layer.zero_grad()
         ref.zero_grad()
         y = layer.forward(x)
         xt = tt(x, grad=True)
         yt = ref(xt)
         assert_close(y, yt, dtype, f"train forward, step {step}")
-        dy = randn(rng, y.shape, dtype)
+        dy = randn(rng, y.shape, dtype, cfg["layout"])
         yt.backward(tt(dy))
         assert_close(layer.backward(dy), xt.grad, dtype, f"train d input, step {step}")
         if cfg["affine"]:
