@@ -166,28 +166,117 @@ def _pool_pads(hw: Pair, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair,
     return (pads[0][0], pads[0][1] + extra[0]), (pads[1][0], pads[1][1] + extra[1])
 
 
+def _empty(shape: tuple[int, ...], like: Array, dtype: Any = None) -> Array:
+    """An uninitialised (N, C, H, W) array in the memory layout of ``like`` (channels-last or not)."""
+    xp = xp_of(like)
+    dtype = like.dtype if dtype is None else dtype
+    if conv_gemm._is_channels_last(like) and like.shape[1] > 1:
+        n, c, h, w = shape
+        return xp.empty((n, h, w, c), dtype=dtype).transpose(0, 3, 1, 2)
+    return xp.empty(shape, dtype=dtype)
+
+
+def _pad_keep_layout(x: Array, pads: Pads, value: float) -> Array:
+    """Constant padding like :func:`pad2d`, keeping x's memory layout (channels-last stays so)."""
+    if pads == ((0, 0), (0, 0)):
+        return x
+    (t, b), (l, r) = pads
+    n, c, h, w = x.shape
+    out = _empty((n, c, h + t + b, w + l + r), x)
+    out[...] = value
+    out[:, :, t:t + h, l:l + w] = x
+    return out
+
+
+def _taps(src: Array, kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair) -> list[Array]:
+    """The kH·kW strided views of src (N, C, Hp, Wp), each (N, C, OH, OW): tap (i, j) of every
+    window, in the window's row-major order."""
+    return [src[(slice(None), slice(None)) + window(i, j, stride, dilation, out_hw)]
+            for i in range(kernel[0]) for j in range(kernel[1])]
+
+
+def _first_max_masks(taps: list[Array], y: Array) -> list[Array]:
+    """One boolean mask per tap, True where that tap is the window's first maximum (PyTorch's
+    rule); a window holding NaN (y is NaN there) picks its last NaN, as PyTorch's CPU kernel."""
+    xp = xp_of(y)
+    masks: list[Array] = []
+    taken = None
+    for tap in taps:
+        m = xp.equal(tap, y)
+        if taken is None:
+            taken = m.copy()
+        else:
+            xp.greater(m, taken, out=m)  # m and not taken
+            xp.logical_or(taken, m, out=taken)
+        masks.append(m)
+    if not taken.all():  # only NaN windows match no tap
+        left = ~taken
+        for t in reversed(range(len(taps))):
+            hit = xp.isnan(taps[t]) & left
+            masks[t] |= hit
+            left &= ~hit
+    return masks
+
+
+def _spread(parts: list[Array], like: Array, padded_shape: tuple[int, ...], full: Pads,
+            kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair) -> Array:
+    """Backward of :func:`_taps`: tap t's gradient ``parts[t]()`` (a function writing it into
+    ``out``) goes back to its strided view of the padded input; returns the unpadded (N, C, H, W).
+
+    Windows that do not overlap are written directly (no zero fill when they tile the input);
+    overlapping ones are added."""
+    xp = xp_of(like)
+    dsrc = _empty(padded_shape, like)
+    views = _taps(dsrc, kernel, stride, dilation, out_hw)
+    spans = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+    disjoint = all(s >= e for s, e in zip(stride, spans))
+    tiled = disjoint and all(d == 1 and s == k and o * s == n for s, k, d, o, n
+                             in zip(stride, kernel, dilation, out_hw, padded_shape[2:]))
+    if not tiled:
+        dsrc[...] = 0
+    tmp = None if disjoint else xp.empty(views[0].shape, dtype=like.dtype)
+    for view, part in zip(views, parts):
+        if disjoint:
+            part(view)
+        else:
+            part(tmp)
+            view += tmp
+    if full == ((0, 0), (0, 0)):
+        return dsrc
+    (t, b), (l, r) = full
+    return dsrc[:, :, t:padded_shape[2] - b, l:padded_shape[3] - r]
+
+
 def maxpool2d_forward(x: Array, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair,
-                      out_hw: Pair) -> tuple[Array, tuple]:
-    """y[n, c, oh, ow] = max of the kH x kW window at (s·oh, s·ow); padding is -inf (never wins)."""
+                      out_hw: Pair, keep: bool = True) -> tuple[Array, tuple | None]:
+    """y[n, c, oh, ow] = max of the kH x kW window at (s·oh, s·ow); padding is -inf (never wins).
+
+    x (N, C, H, W) -> y (N, C, OH, OW) in x's memory layout: a running np.maximum over the kH·kW
+    strided views (no stacked copy).  With ``keep``, the cache holds one boolean mask per tap
+    marking each window's first maximum (1 byte per output per tap).
+    """
     xp = xp_of(x)
     full = _pool_pads(x.shape[2:], kernel, stride, pads, dilation, out_hw)
-    xpad = pad2d(x, full, "zeros", value=-xp.inf)
-    taps = xp.stack([xpad[(slice(None), slice(None)) + window(i, j, stride, dilation, out_hw)]
-                     for i in range(kernel[0]) for j in range(kernel[1])])
-    arg = taps.argmax(axis=0)  # first maximum wins, as in PyTorch
-    y = xp.take_along_axis(taps, arg[None], axis=0)[0]
-    return y, (arg, x.shape, xpad.shape, full, kernel, stride, dilation, out_hw)
+    src = _pad_keep_layout(x, full, -xp.inf)
+    taps = _taps(src, kernel, stride, dilation, out_hw)
+    if len(taps) == 1:
+        y = taps[0].copy()
+    else:
+        y = xp.maximum(taps[0], taps[1])
+        for tap in taps[2:]:
+            xp.maximum(y, tap, out=y)
+    if not keep:
+        return y, None
+    return y, (_first_max_masks(taps, y), src.shape, full, kernel, stride, dilation, out_hw)
 
 
 def maxpool2d_backward(dy: Array, cache: tuple) -> Array:
-    """The gradient flows to the one input that won each window."""
+    """The gradient flows to the one input that won each window: dx = sum over taps of
+    mask_t · dy, placed at tap t's positions."""
     xp = xp_of(dy)
-    arg, x_shape, xpad_shape, full, kernel, stride, dilation, out_hw = cache
-    dxpad = xp.zeros(xpad_shape, dtype=dy.dtype)
-    for t in range(kernel[0] * kernel[1]):
-        hs, ws = window(t // kernel[1], t % kernel[1], stride, dilation, out_hw)
-        dxpad[:, :, hs, ws] += xp.where(arg == t, dy, 0)
-    return unpad2d(dxpad, full, x_shape[2:])
+    masks, padded_shape, full, kernel, stride, dilation, out_hw = cache
+    parts = [lambda out, m=m: xp.multiply(dy, m, out=out) for m in masks]
+    return _spread(parts, dy, padded_shape, full, kernel, stride, dilation, out_hw)
 
 
 def avgpool_divisor(hw: Pair, kernel: Pair, stride: Pair, pads: Pads, out_hw: Pair,
@@ -206,30 +295,27 @@ def avgpool_divisor(hw: Pair, kernel: Pair, stride: Pair, pads: Pads, out_hw: Pa
 
 def avgpool2d_forward(x: Array, kernel: Pair, stride: Pair, pads: Pads, out_hw: Pair,
                       count_include_pad: bool = True) -> tuple[Array, tuple]:
-    """y[n, c, oh, ow] = sum of the window / its size."""
+    """y[n, c, oh, ow] = sum of the window / its size: x (N, C, H, W) -> y (N, C, OH, OW)."""
     xp = xp_of(x)
     one = (1, 1)
     full = _pool_pads(x.shape[2:], kernel, stride, pads, one, out_hw)
-    xpad = pad2d(x, full)
-    y = xp.zeros(x.shape[:2] + tuple(out_hw), dtype=x.dtype)
-    for i in range(kernel[0]):
-        for j in range(kernel[1]):
-            y += xpad[(slice(None), slice(None)) + window(i, j, stride, one, out_hw)]
+    src = _pad_keep_layout(x, full, 0.0)
+    taps = _taps(src, kernel, stride, one, out_hw)
+    y = taps[0] + taps[1] if len(taps) > 1 else taps[0].copy()
+    for tap in taps[2:]:
+        y += tap
     div = avgpool_divisor(x.shape[2:], kernel, stride, pads, out_hw, count_include_pad, xp, x.dtype)
     y /= div
-    return y, (div, x.shape, xpad.shape, full, kernel, stride, out_hw)
+    return y, (div, src.shape, full, kernel, stride, out_hw)
 
 
 def avgpool2d_backward(dy: Array, cache: tuple) -> Array:
     """Each input in a window gets dy / window size."""
     xp = xp_of(dy)
-    div, x_shape, xpad_shape, full, kernel, stride, out_hw = cache
+    div, padded_shape, full, kernel, stride, out_hw = cache
     g = dy / div
-    dxpad = xp.zeros(xpad_shape, dtype=dy.dtype)
-    for i in range(kernel[0]):
-        for j in range(kernel[1]):
-            dxpad[(slice(None), slice(None)) + window(i, j, stride, (1, 1), out_hw)] += g
-    return unpad2d(dxpad, full, x_shape[2:])
+    parts = [lambda out: xp.copyto(out, g)] * (kernel[0] * kernel[1])
+    return _spread(parts, dy, padded_shape, full, kernel, stride, (1, 1), out_hw)
 
 
 # ---------------------------------------------------------------------------------------------

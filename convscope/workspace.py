@@ -42,6 +42,8 @@ def chunk_size(n: int, bytes_per_image: int) -> int:
 
     64 images of 295 KiB columns with a 16 MiB budget: 56 fit, so 2 chunks of 32.
     """
+    if n <= 1:
+        return 1
     fit = max(1, min(n, budget() // max(1, bytes_per_image)))
     chunks = -(-n // fit)
     return -(-n // chunks)

@@ -117,10 +117,13 @@ class Conv2D(Layer):
                                     self.padding_mode)
         return self._keep(cache, y)
 
-    def backward(self, dy: Array) -> Array:
-        """dy (N, C_out, H_out, W_out) -> dx (N, C_in, H, W); adds dweight, dbias."""
+    def backward(self, dy: Array, input_grad: bool = True) -> Array | None:
+        """dy (N, C_out, H_out, W_out) -> dx (N, C_in, H, W); adds dweight, dbias.
+
+        ``input_grad=False`` skips dx (returns None): the first layer of a network needs none.
+        """
         cache = self._take(dy)
-        dx, dw, db = F.conv2d_backward(dy, self.params["weight"], cache, self.use_bias)
+        dx, dw, db = F.conv2d_backward(dy, self.params["weight"], cache, self.use_bias, input_grad)
         self._add_grad("weight", dw)
         if self.use_bias:
             self._add_grad("bias", db)

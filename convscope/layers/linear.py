@@ -90,13 +90,14 @@ class Linear(Layer):
             y += self.params["bias"]
         return self._keep(x, y)
 
-    def backward(self, dy: Array) -> Array:
-        """dx = dy W;  dW = dyᵀ x;  db = sum of dy over the batch."""
+    def backward(self, dy: Array, input_grad: bool = True) -> Array | None:
+        """dx = dy W;  dW = dyᵀ x;  db = sum of dy over the batch.  ``input_grad=False`` skips dx
+        (returns None)."""
         x = self._take(dy)
         self._add_grad("weight", dy.T @ x)
         if self.use_bias:
             self._add_grad("bias", dy.sum(axis=0))
-        return dy @ self.params["weight"]
+        return dy @ self.params["weight"] if input_grad else None
 
     def param_formula(self) -> str:
         return linear_param_formula(self._built(), self.out_features, self.use_bias)

@@ -6,7 +6,7 @@ Same size formula as the conv layer: a 2x2 window at stride 2 halves each side (
 from __future__ import annotations
 
 from .. import functional as F
-from ..backend import xp_of
+from ..backend import grad_enabled, xp_of
 from ..errors import ShapeError
 from ..shapes import IntOrPair, check_fit, conv_output_shape, pair
 from .base import Array, Layer, Shape
@@ -70,7 +70,7 @@ class MaxPool2D(_Pool2D):
         self._check(x, (4,), "(N, C, H, W)")
         _, oh, ow = self.output_shape(tuple(x.shape[1:]))
         y, cache = F.maxpool2d_forward(x, self.kernel_size, self.stride, self.pads, self.dilation,
-                                       (oh, ow))
+                                       (oh, ow), keep=grad_enabled())
         return self._keep(cache, y)
 
     def backward(self, dy: Array) -> Array:
