@@ -107,14 +107,16 @@ def _fit_tile(h: int, w: int, target: int, limit: int) -> tuple[int, int]:
 
 
 def _rgb_image(image: np.ndarray) -> np.ndarray:
-    """A display image as uint8 (H, W, 3): from uint8 (C, H, W), (H, W, C) or (H, W)."""
+    """A display image as uint8 (H, W, 3): from (C, H, W), (H, W, C) or (H, W); floats are
+    scaled from their min..max."""
     a = np.asarray(image)
-    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
         a = a.transpose(1, 2, 0)
     if a.ndim == 2:
         a = a[..., None]
-    if a.ndim != 3 or a.shape[-1] not in (1, 3):
-        raise ValueError(f"image must be (H, W), (H, W, 1|3) or (1|3, H, W), got shape {a.shape}")
+    if a.ndim != 3 or a.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"image must be (H, W), (H, W, 1|3|4) or (1|3|4, H, W), got shape {a.shape}")
+    a = a[..., :3]  # RGBA: the colours
     if a.dtype != np.uint8:
         lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
         a = np.rint((a - lo) / (hi - lo or 1.0) * 255).astype(np.uint8)
