@@ -6,7 +6,9 @@ Each layer becomes the ONNX operator that computes it, evaluated as at inference
 Conv2D             Conv (strides, pads, dilations, group); a padding_mode other than zeros adds a
                    Pad node first (reflect -> reflect, replicate -> edge, circular -> wrap, opset 19)
 MaxPool2D          MaxPool (kernel_shape, strides, pads, dilations, ceil_mode)
-AvgPool2D          AveragePool (kernel_shape, strides, pads, ceil_mode, count_include_pad)
+AvgPool2D          AveragePool (kernel_shape, strides, pads, ceil_mode, count_include_pad); where
+                   ceil_mode keeps a partial window on one axis and drops one on the other,
+                   ceil_mode=0 with longer end padding (see :func:`_pool_window`)
 GlobalAvgPool2D    GlobalAveragePool
 BatchNorm2D/1D     BatchNormalization with the running statistics
 ReLU ... Tanh      Relu, LeakyRelu (alpha), Sigmoid, Tanh
@@ -302,7 +304,10 @@ def _load(source: Any) -> "onnx.ModelProto":
     if isinstance(source, onnx.ModelProto):
         return source
     if isinstance(source, (bytes, bytearray)):
-        return onnx.load_model_from_string(bytes(source))
+        try:
+            return onnx.load_model_from_string(bytes(source))
+        except Exception as e:
+            raise ValueError(f"import_onnx: the bytes are not an ONNX model ({e})") from None
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"import_onnx: no file {str(path)!r}")
@@ -317,7 +322,8 @@ def onnx_metadata(source: Any) -> dict[str, str]:
     return {p.key: p.value for p in _load(source).metadata_props}
 
 
-_SUPPORTED_OPS = ("Conv", "Pad (before Conv)", "MaxPool", "AveragePool", "GlobalAveragePool",
+IMPORT_MIN_OPSET = 13
+_SUPPORTED_OPS = ("Conv", "Pad (before Conv or AveragePool)", "MaxPool", "AveragePool", "GlobalAveragePool",
                   "BatchNormalization", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Flatten",
                   "Reshape (N, -1)", "Gemm", "MatMul (+ Add)", "Dropout", "Identity", "Constant")
 
@@ -600,6 +606,12 @@ def import_onnx(source: Any, input_shape: Sequence[int] | None = None) -> Sequen
     onnx = _onnx()
     proto = _load(source)
     graph = proto.graph
+    versions = {o.domain: o.version for o in proto.opset_import}
+    opset = versions.get("", versions.get("ai.onnx", 0))
+    if opset < IMPORT_MIN_OPSET:
+        raise ValueError(f"import_onnx: the graph uses opset {opset}; convscope reads opset "
+                         f"{IMPORT_MIN_OPSET} or newer (convert it with onnx.version_converter."
+                         "convert_version(model, 17))")
     for node in graph.node:
         if node.domain not in ("", "ai.onnx"):
             raise ValueError(f"import_onnx: node {node.name or node.op_type} uses operator domain "

@@ -190,6 +190,19 @@ def test_float64_models_export_as_float32_by_default_or_float64() -> None:
     np.testing.assert_array_equal(back.predict(x), model.predict(x))
 
 
+def test_nested_sequential_exports_with_state_dict_names() -> None:
+    model = randomize(cs.Sequential(cs.Sequential(cs.Conv2D(1, 2, 3), cs.ReLU()), cs.Dropout(1.0),
+                                    cs.Flatten(), cs.Linear(None, 3), input_shape=(1, 5, 5)),
+                      np.random.default_rng(0))
+    proto = export_onnx(model)
+    assert [t.name for t in proto.graph.initializer] == ["0.0.weight", "0.0.bias", "1.ratio",
+                                                         "3.weight", "3.bias"]
+    three_way(model, proto)
+    flat = import_onnx(proto)  # comes back flat
+    assert [type(layer).__name__ for layer in flat.layers] == [
+        "Conv2D", "ReLU", "Dropout", "Flatten", "Linear"]
+
+
 def test_empty_model_is_identity() -> None:
     model = cs.Sequential(input_shape=(1, 3, 3))
     proto = export_onnx(model)
@@ -338,6 +351,9 @@ def test_import_needs_static_image_shape(tmp_path: Path) -> None:
     assert import_onnx(proto, input_shape=(3, 4, 4)).input_shape == (3, 4, 4)
     with pytest.raises(cs.ShapeError, match="does not match"):
         import_onnx(proto, input_shape=(2, 4, 4))
+    old = helper.make_model(g, opset_imports=[helper.make_opsetid("", 11)], ir_version=6)
+    with pytest.raises(ValueError, match="opset 11; convscope reads opset 13 or newer"):
+        import_onnx(old)
     (tmp_path / "bad.onnx").write_bytes(b"not a model")
     with pytest.raises(ValueError, match="is not an ONNX model"):
         import_onnx(tmp_path / "bad.onnx")
