@@ -662,16 +662,15 @@ def import_onnx(source: Any, input_shape: Sequence[int] | None = None) -> Sequen
                 raise type(e)(f"{where}: {e}") from None
             if layer is not None:
                 try:
-                    if isinstance(layer, Linear) and layer.use_bias and node.op_type == "Add":
-                        pass  # replaces the MatMul's layer: same shapes
-                    else:
+                    if node.op_type != "Add":  # an Add replaces the MatMul's layer: same shape
                         cur_shape = layer.output_shape(cur_shape)
                 except ShapeError as e:
                     raise ShapeError(f"{where}: {e}") from None
                 rd.layers.append(layer)
         rd.cur = node.output[0]
     if rd.pending_pad is not None:
-        raise ValueError("import_onnx: the graph ends with a Pad node; convscope needs a Conv after it")
+        raise ValueError("import_onnx: the graph ends with a Pad node; convscope needs a Conv or "
+                         "AveragePool after it")
     if rd.cur != graph.output[0].name:
         raise ValueError(f"import_onnx: the graph output {graph.output[0].name!r} is not the end of "
                          f"the chain ({rd.cur!r})")

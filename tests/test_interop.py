@@ -21,6 +21,7 @@ from convscope import interop
 from convscope.models import PRESET_INPUT_SHAPES, build_model, list_presets
 
 BASE = settings.default.max_examples
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
 BATCHES = (1, 2, 5)
 
 

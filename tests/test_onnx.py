@@ -24,6 +24,7 @@ from convscope.models import PRESET_INPUT_SHAPES, build_model, list_presets
 from convscope.onnx_io import export_onnx, import_onnx, onnx_metadata, run_onnx
 
 BASE = settings.default.max_examples
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
 BATCHES = (1, 2, 5)
 
 
