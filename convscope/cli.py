@@ -240,6 +240,11 @@ def _train_run(args: argparse.Namespace) -> int:
     s, run_dir, resuming = _settings(args)
     _check_settings(s)
     t_start = time.perf_counter()
+    arch_name = resolve_architecture(s["arch"])[0]  # a bad --arch fails before the data loads
+    augment = s["augment"]
+    if augment == "auto":
+        augment = AUTO_AUGMENT.get(str(s["data"]), "none")
+    aug = parse_augment(augment)
     ds = _load_data(s)
     x_train, y_train, x_test, y_test = ds.x_train, ds.y_train, ds.x_test, ds.y_test
     if s["limit"] is not None:
@@ -252,11 +257,6 @@ def _train_run(args: argparse.Namespace) -> int:
             raise CommandError(f"--val-fraction {s['val_fraction']} leaves no images to train or "
                                f"validate on ({len(y_train)} images); use more or --val-fraction 0")
         x_train, y_train, x_val, y_val = x_train[tr], y_train[tr], x_train[va], y_train[va]
-    augment = s["augment"]
-    if augment == "auto":
-        augment = AUTO_AUGMENT.get(str(s["data"]), "none")
-    aug = parse_augment(augment)
-    arch_name = resolve_architecture(s["arch"])[0]
     model = build_model(s["arch"], ds.input_shape, ds.num_classes, seed=s["seed"])
     out = model.output_shape(model.input_shape)
     if out != (ds.num_classes,):

@@ -302,18 +302,23 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
 
 def _load_for_model(path: str | os.PathLike[str], shape: tuple[int, int, int], fit: str
                     ) -> np.ndarray:
-    """One image as uint8 ``shape``; a transparent background goes under the strokes in the
-    contrasting grey (white under dark strokes, black under light ones)."""
+    """One image as uint8 ``shape``.  A transparent background goes under the strokes in the
+    contrasting grey (white under dark strokes, black under light ones); ``fit="pad"`` pads
+    with the image's own background (its border's grey level)."""
     c, h, w = shape
     if c == 4:
         return load_image(path, shape, fit)
-    rgba = load_image(path, (4, h, w), fit).astype(np.float64)
+    rgba = load_image(path, (4, h, w), "stretch").astype(np.float64)  # to look at, not to keep
     alpha = rgba[3] / 255.0
     if alpha.min() >= 1.0:
-        return load_image(path, shape, fit)
+        level = _border_level(np.round(_luma(rgba[:3]))[None])
+        return load_image(path, shape, fit, background=int(round(level)))
     weight = alpha.sum()
     level = float((_luma(rgba[:3]) * alpha).sum() / weight) if weight > 0 else 0.0
-    bg = 255.0 if level < 128 else 0.0
+    bg = 255 if level < 128 else 0
+    if fit != "stretch":
+        rgba = load_image(path, (4, h, w), fit, background=bg).astype(np.float64)
+        alpha = rgba[3] / 255.0
     rgb = rgba[:3] * alpha + bg * (1 - alpha)
     out = _luma(rgb)[None] if c == 1 else rgb
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)

@@ -270,8 +270,10 @@ class Trainer:
     Images are uint8 (N, C, H, W) (or floats in [0, 1]); ``normalizer`` maps them to the model's
     input for training, validation and the saved model file.  ``model_info`` goes into the model
     file (``dataset``, ``arch_name``, ``background``, ``training``).  ``callbacks``: objects
-    with any of ``on_train_begin(trainer)``, ``on_epoch_end(trainer, metrics)``,
-    ``on_train_end(trainer, result)``, or plain functions called as ``on_epoch_end``.
+    with any of ``on_train_begin(trainer)``, ``on_batch_end(trainer, info)`` (info: epoch,
+    batch, step, loss, lr), ``on_epoch_end(trainer, metrics)`` (metrics: the epoch's line of
+    metrics.jsonl), ``on_train_end(trainer, result)``; a plain function is an
+    ``on_epoch_end``.
     ``log`` receives one line per epoch (None: silent); ``progress`` shows a tqdm bar.
     """
 
@@ -402,7 +404,7 @@ class Trainer:
         for cb in self.callbacks:
             fn = getattr(cb, event, None)
             if fn is None and event == "on_epoch_end" and callable(cb) and not any(
-                    hasattr(cb, e) for e in ("on_train_begin", "on_train_end")):
+                    hasattr(cb, e) for e in ("on_train_begin", "on_batch_end", "on_train_end")):
                 fn = cb
             if fn is not None:
                 fn(self, *args)
@@ -485,7 +487,10 @@ class Trainer:
         self._stop_requested = False
         restore_signal = self._install_sigint()
         pbar = None
+        batch_hooks = any(hasattr(cb, "on_batch_end") for cb in self.callbacks)
         self._emit("on_train_begin")
+        quiet_overflow = np.errstate(over="ignore", invalid="ignore")  # the loss check reports it
+        quiet_overflow.__enter__()
         try:
             if self.best is not None and cfg.patience is not None and self.bad_epochs >= cfg.patience:
                 status = "early_stopped"
@@ -523,6 +528,9 @@ class Trainer:
                                                  f"{100 * p['correct'] / p['seen']:.2f}%, "
                                                  f"{p['seen'] / max(p['seconds'], 1e-9):,.0f} img/s",
                                                  refresh=False)
+                    if batch_hooks:
+                        self._emit("on_batch_end", {"epoch": self.epoch + 1, "batch": b + 1,
+                                                    "step": self.step, "loss": loss, "lr": lr})
                     if self._stop_requested:
                         raise KeyboardInterrupt
                 if pbar is not None:
@@ -545,6 +553,7 @@ class Trainer:
                 pbar.close()
             raise
         finally:
+            quiet_overflow.__exit__(None, None, None)
             restore_signal()
         if status != "interrupted" and has_val:
             self.restore_best()

@@ -1,0 +1,295 @@
+"""The `convscope` command: --help, one-line errors, and train -> evaluate -> predict -> summary
+end to end, with resume after a kill and a clean Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convscope.cli import SUBCOMMANDS, build_parser, main
+from convscope.data import load_dataset
+from convscope.io import ModelFileError, load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--arch", "lecture", "--quiet", "--seed", "1"]
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _subprocess(*argv: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "convscope.cli", *map(str, argv)], cwd=kw.pop(
+        "cwd", ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _one_error_line(err: str, command: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"convscope {command}: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# --help
+
+
+def _subparsers(parser):
+    action = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    return action.choices
+
+
+@pytest.mark.parametrize("command", [None] + [name for name, _ in SUBCOMMANDS])
+def test_help_is_complete(capsys, command: str | None) -> None:
+    argv = ["--help"] if command is None else [command, "--help"]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    parser = build_parser()
+    target = parser if command is None else _subparsers(parser)[command]
+    for action in target._actions:
+        for opt in action.option_strings:
+            assert opt in text, f"{opt} missing from {command} --help"
+        if action.help not in (None, "==SUPPRESS==") and not action.option_strings and command:
+            assert (action.metavar or action.dest) in text
+    if command is None:
+        for name, _ in SUBCOMMANDS:
+            assert name in text
+    elif command in ("train", "evaluate", "predict", "summary"):
+        assert "example" in text  # shows how it is used
+
+
+def test_no_command_prints_help_and_fails(capsys) -> None:
+    rc, out, err = _run(capsys)
+    assert rc == 2 and "commands" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# one-line errors
+
+
+@pytest.mark.parametrize("argv,command,pattern", [
+    (["evaluate", "missing.safetensors"], "evaluate", "missing.safetensors: no such file"),
+    (["predict", "missing.safetensors", "x.png"], "predict", "missing.safetensors: no such file"),
+    (["summary", "missing.safetensors"], "summary", "missing.safetensors: no such file"),
+    (["train", "--arch", "nosuch", "--epochs", "1"], "train",
+     "unknown architecture 'nosuch'; presets are lecture, lenet5, fashion, cifar"),
+    (["train", "--arch", "lenet", "--epochs", "1"], "train", "did you mean 'lenet5'"),
+    (["train", "--augment", "rotate"], "train", "--augment: unknown item 'rotate'"),
+    (["train", "--data", "nosuch-data", "--epochs", "1"], "train", "unknown dataset 'nosuch-data'"),
+    (["train", "--limit", "0"], "train", "--limit must be >= 1, got 0"),
+    (["train", "--lr", "-1", "--limit", "20"], "train", "lr must be"),
+    (["summary", "lenet5", "--input-shape", "28x28"], "summary", "three positive numbers"),
+])
+def test_errors_are_one_line(capsys, tmp_path: Path, monkeypatch, argv, command, pattern) -> None:
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = _run(capsys, *argv)
+    assert rc == 1
+    assert pattern in _one_error_line(err, command)
+
+
+def test_bad_json_architecture_is_one_line(capsys, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "net.json").write_text(json.dumps([{"type": "conv", "filter": 6, "size": 5}]))
+    rc, _, err = _run(capsys, "train", "--arch", "net.json", "--limit", "20")
+    assert rc == 1
+    assert "layer 0 (conv): unknown key 'filter' (did you mean 'filters'?)" in _one_error_line(
+        err, "train")
+    rc, _, err = _run(capsys, "summary", "net.json", "--input-shape", "1x28x28")
+    assert rc == 1 and "unknown key 'filter'" in _one_error_line(err, "summary")
+
+
+def test_debug_shows_the_exception(capsys, tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match="no such file"):
+        main(["--debug", "evaluate", str(tmp_path / "missing.safetensors")])
+    with pytest.raises(ModelFileError):
+        main(["evaluate", str(tmp_path / "missing.safetensors"), "--debug"])
+
+
+def test_real_process_prints_one_line_or_a_traceback(tmp_path: Path) -> None:
+    proc = _subprocess("predict", tmp_path / "missing.safetensors", "a.png")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert "missing.safetensors: no such file" in _one_error_line(err, "predict")
+    proc = _subprocess("--debug", "predict", tmp_path / "missing.safetensors", "a.png")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback (most recent call last)" in err and "ModelFileError" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# end to end
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A short real run: `convscope train` on 300 digits for one epoch."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", "--epochs", "2", "--limit", "300", "--out", str(out), *FAST]) == 0
+    return out
+
+
+def test_train_writes_the_run_folder_and_prints_accuracy_and_paths(run: Path, capsys) -> None:
+    for name in ("model.safetensors", "checkpoint.safetensors", "metrics.jsonl", "config.json",
+                 "results.json"):
+        assert (run / name).is_file(), name
+    results = json.loads((run / "results.json").read_text())
+    assert results["test_images"] == 300 and 0 <= results["test_accuracy"] <= 1
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    saved = load_model(run / "model.safetensors")
+    assert saved.classes == [str(d) for d in range(10)] and saved.input_shape == (1, 28, 28)
+    assert saved.metadata["dataset"] == "digits" and saved.metadata["arch_name"] == "lecture"
+    assert saved.metadata["training"]["test_accuracy"] == results["test_accuracy"]
+    settings = json.loads((run / "config.json").read_text())["settings"]
+    assert settings["seed"] == 1 and settings["epochs"] == 2
+
+
+def test_train_output(tmp_path: Path, capsys) -> None:
+    rc, out, err = _run(capsys, "train", "--epochs", "1", "--limit", "100", "--out",
+                        tmp_path / "r", "--arch", "lecture", "--seed", "0", "--val-fraction", "0")
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("test accuracy: ") and "% (" in lines[0]
+    acc = float(lines[0].split()[2].rstrip("%"))
+    assert acc == pytest.approx(100 * json.loads((tmp_path / "r" / "results.json").read_text())
+                                ["test_accuracy"], abs=0.006)
+    assert f"model: {tmp_path / 'r' / 'model.safetensors'}" in lines
+    assert f"metrics: {tmp_path / 'r' / 'metrics.jsonl'}" in lines
+    assert "training lecture" in err and "epoch 1/1: loss" in err and "seed 0" in err
+
+
+def test_evaluate_prints_accuracy_per_class_and_confusion(run: Path, capsys) -> None:
+    rc, out, _ = _run(capsys, "evaluate", run / "model.safetensors", "--limit", "300", "--json")
+    assert rc == 0
+    data = json.loads(out)
+    results = json.loads((run / "results.json").read_text())
+    assert data["accuracy"] == pytest.approx(results["test_accuracy"])  # the same 300 images
+    conf = np.array(data["confusion"])
+    assert conf.shape == (10, 10) and conf.sum() == 300
+    assert np.trace(conf) / 300 == pytest.approx(data["accuracy"])
+    y = load_dataset("digits").y_test[:300]
+    assert list(conf.sum(1)) == list(np.bincount(y, minlength=10))
+    rc, out, _ = _run(capsys, "evaluate", run / "model.safetensors", "--limit", "300")
+    assert rc == 0
+    assert f"accuracy {100 * data['accuracy']:.2f}%" in out
+    assert "per-class accuracy" in out and "confusion matrix" in out
+    rc, _, err = _run(capsys, "evaluate", run / "model.safetensors", "--data", "fashion-small")
+    assert rc == 1 and "classes" in _one_error_line(err, "evaluate")
+
+
+def test_predict_labels_image_files(run: Path, tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    ds = load_dataset("digits")
+    files = []
+    for i in range(4):
+        img = Image.fromarray(255 - ds.x_test[i, 0], "L").resize((280, 200))  # dark on white
+        files.append(tmp_path / f"d{i}.png")
+        img.convert("RGB").save(files[-1])
+    rc, out, err = _run(capsys, "predict", run / "model.safetensors", *files, "--top-k", "2")
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 4
+    for f, line in zip(files, lines):
+        assert line.startswith(f"{f}: ") and line.count("%)") == 2 and "[inverted]" in line
+    rc, out, _ = _run(capsys, "predict", run / "model.safetensors", tmp_path, "--json", "-k", "1")
+    preds = json.loads(out)
+    assert rc == 0 and [p["image"] for p in preds] == [str(f) for f in files]
+    assert all(len(p["labels"]) == 1 and 0 < p["probabilities"][0] <= 1 for p in preds)
+    # a missing and a broken image: one line each, the others are still labelled, exit 1
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG but not really")
+    rc, out, err = _run(capsys, "predict", run / "model.safetensors", files[0],
+                        tmp_path / "nope.png", tmp_path / "broken.png")
+    assert rc == 1 and out.startswith(f"{files[0]}: ")
+    errors = err.strip().splitlines()
+    assert len(errors) == 2 and "Traceback" not in err
+    assert "nope.png: no such image file" in errors[0]
+    assert "broken.png: cannot read image" in errors[1]
+
+
+def test_summary_of_presets_json_and_model(run: Path, tmp_path: Path, capsys) -> None:
+    rc, out, err = _run(capsys, "summary", "lecture")
+    assert rc == 0 and "32x32" in err
+    assert "6x28x28" in out and "5·5·3·6 + 6 = 456" in out
+    rc, out, _ = _run(capsys, "summary", "lenet5", "--input-shape", "1x28x28", "--classes", "7")
+    assert rc == 0 and "16x5x5" in out and "84·7 + 7 = 595" in out
+    (tmp_path / "a.json").write_text(json.dumps([{"type": "conv", "filters": 6, "size": 5},
+                                                 {"type": "relu"}, {"type": "fc", "units": 3}]))
+    rc, out, _ = _run(capsys, "summary", tmp_path / "a.json", "--data", "digits")
+    assert rc == 0 and "6x24x24" in out and "3456·3 + 3 = 10371" in out
+    rc, _, err = _run(capsys, "summary", tmp_path / "a.json")
+    assert rc == 1 and "--input-shape" in _one_error_line(err, "summary")
+    rc, out, _ = _run(capsys, "summary", run / "model.safetensors")
+    assert rc == 0 and "6x24x24" in out and "trained on digits" in out
+
+
+def test_resume_extends_and_refuses_changes(run: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    rc, _, err = _run(capsys, "train", "--resume", copy, "--lr", "0.5")
+    assert rc == 1 and "--lr 0.5 differs from the run being resumed" in _one_error_line(err, "train")
+    rc, _, err = _run(capsys, "train", "--out", copy, *FAST, "--limit", "300")
+    assert rc == 1 and "already holds a run; continue it with --resume" in err
+    rc, out, _ = _run(capsys, "train", "--resume", copy, "--epochs", "3", "--quiet")
+    assert rc == 0 and out.startswith("test accuracy: ")
+    lines = (copy / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+    assert json.loads((copy / "config.json").read_text())["settings"]["epochs"] == 3
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    end = time.time() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before {path.name} appeared: {proc.stderr.read()}")
+        if time.time() > end:
+            proc.kill()
+            raise AssertionError(f"no {path} after {timeout} s")
+        time.sleep(0.02)
+
+
+def test_resume_after_kill_gives_the_weights_of_an_uninterrupted_run(tmp_path: Path,
+                                                                      capsys) -> None:
+    args = ["train", "--epochs", "5", "--limit", "400", *FAST]
+    assert main([*args, "--out", str(tmp_path / "full")]) == 0
+    proc = _subprocess(*args, "--out", tmp_path / "killed")
+    _wait_for(tmp_path / "killed" / "checkpoint.safetensors", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert not (tmp_path / "killed" / "results.json").exists()  # it really was cut short
+    assert main(["train", "--resume", str(tmp_path / "killed"), "--quiet"]) == 0
+    full = load_model(tmp_path / "full" / "model.safetensors").model.state_dict()
+    resumed = load_model(tmp_path / "killed" / "model.safetensors").model.state_dict()
+    for k in full:
+        np.testing.assert_array_equal(full[k], resumed[k], err_msg=k)
+    a = json.loads((tmp_path / "full" / "results.json").read_text())
+    b = json.loads((tmp_path / "killed" / "results.json").read_text())
+    assert a["test_accuracy"] == b["test_accuracy"]
+
+
+def test_ctrl_c_saves_and_exits_cleanly(tmp_path: Path) -> None:
+    proc = _subprocess("train", "--epochs", "50", "--limit", "400", *FAST[:-3], "--seed", "2",
+                       "--out", tmp_path / "r")
+    _wait_for(tmp_path / "r" / "checkpoint.safetensors", proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert f"continue with: convscope train --resume {tmp_path / 'r'}" in err
+    assert (tmp_path / "r" / "checkpoint.safetensors").is_file()
