@@ -3,6 +3,7 @@
 Hypothesis profiles, chosen with ``HYPOTHESIS_PROFILE=<name>`` (default ``default``):
 
 * ``default``: 100 examples per unit, no deadline (timing on a shared machine is noisy);
+* ``ci``: the same examples, derandomized: every CI run draws the same cases;
 * ``quick``: 10 per unit, for a fast local loop;
 * ``thorough``: 1000 per unit, for a long run before a release.
 
@@ -19,13 +20,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-_EXAMPLES = {"default": 100, "quick": 10, "thorough": 1000}
+_EXAMPLES = {"default": 100, "ci": 100, "quick": 10, "thorough": 1000}
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "default")
 if PROFILE not in _EXAMPLES:
     raise ValueError(f"HYPOTHESIS_PROFILE must be one of {sorted(_EXAMPLES)}, got {PROFILE!r}")
 
 for _name, _n in _EXAMPLES.items():
     settings.register_profile(_name, max_examples=_n, deadline=None, print_blob=True,
+                              derandomize=_name == "ci",
                               suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(PROFILE)
 
