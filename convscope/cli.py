@@ -10,6 +10,7 @@ one, write ``convscope/<yours>.py`` with those two functions and add a line to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import importlib
 import json
@@ -43,7 +44,7 @@ class Command(NamedTuple):
     run: Callable[[argparse.Namespace], int | None]
 
 
-class CommandError(Exception):
+class CommandError(ValueError):
     """A user error found by a subcommand: printed as one line, exit status 1."""
 
 
@@ -171,8 +172,26 @@ def _train_parser(sub: Any) -> argparse.ArgumentParser:
     g.add_argument("--resume", metavar="DIR",
                    help="continue the run in DIR (its checkpoint and settings; --epochs may raise "
                    "the total)")
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="BLAS threads for the matrix products (default: the library's, usually one "
+                   "per core; 1 is faster when other jobs share the cores; needs threadpoolctl)")
     g.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     return p
+
+
+def _thread_limit(threads: int | None, check_only: bool = False) -> Any:
+    """A context that limits the BLAS threads to ``threads`` (None: no limit)."""
+    if threads is None:
+        return contextlib.nullcontext()
+    if threads < 1:
+        raise CommandError(f"--threads must be >= 1, got {threads}")
+    try:
+        from threadpoolctl import threadpool_limits  # noqa: PLC0415 - optional
+    except ImportError:
+        raise CommandError("--threads needs threadpoolctl: pip install threadpoolctl") from None
+    if check_only:  # threadpool_limits applies the limit as soon as it is made
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads, user_api="blas")
 
 
 def _explicit(args: argparse.Namespace) -> dict[str, Any]:
@@ -239,6 +258,7 @@ def _train_run(args: argparse.Namespace) -> int:
 
     s, run_dir, resuming = _settings(args)
     _check_settings(s)
+    _thread_limit(args.threads, check_only=True)  # fail now, not after the data loads
     t_start = time.perf_counter()
     arch_name = resolve_architecture(s["arch"])[0]  # a bad --arch fails before the data loads
     augment = s["augment"]
@@ -296,14 +316,16 @@ def _train_run(args: argparse.Namespace) -> int:
              f"{config.optimizer} lr {config.lr:g} ({config.schedule}), {config.epochs} epochs of "
              f"{config.batch_size}, augment {augment}, seed {config.seed}")
         _say(f"run folder: {run_dir}")
-    result = trainer.fit(x_train, y_train, x_val, y_val, resume=resuming)
+    with _thread_limit(args.threads):
+        result = trainer.fit(x_train, y_train, x_val, y_val, resume=resuming)
     if result.status == "interrupted":
         where = (f"epoch {trainer.epoch + 1}, batch {trainer.batch}" if trainer.batch
                  else f"epoch {trainer.epoch}")
         _say(f"interrupted; checkpoint saved after {where}; continue with: convscope train "
              f"--resume {run_dir}")
         return 130
-    test = trainer.evaluate(x_test, y_test)
+    with _thread_limit(args.threads):
+        test = trainer.evaluate(x_test, y_test)
     results = {"test_accuracy": test.accuracy, "test_loss": test.loss, "test_correct": test.correct,
                "test_images": test.total, "status": result.status, "epochs": result.epochs,
                "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
@@ -370,12 +392,14 @@ def _evaluate_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def format_confusion(confusion: np.ndarray, classes: Sequence[str]) -> str:
-    """The confusion matrix as a text table (rows: true class, columns: predicted)."""
+    """The confusion matrix as a text table (rows: true class, columns: predicted), each row
+    followed by its class name when the names are not just the indices."""
     labels = [str(i) for i in range(len(classes))]
-    width = max(3, max(len(f"{int(v):,}") for v in confusion.flat) if confusion.size else 3)
+    named = list(map(str, classes)) != labels
+    width = max([3] + [len(f"{int(v):,}") for v in confusion.flat])
     head = " " * 6 + " ".join(s.rjust(width) for s in labels) + "   <- predicted"
-    rows = [f"{lab:>4}  " + " ".join(f"{int(v):,}".rjust(width) for v in row) + f"   {name}"
-            for lab, row, name in zip(labels, confusion, classes)]
+    rows = [f"{lab:>4}  " + " ".join(f"{int(v):,}".rjust(width) for v in row)
+            + (f"   {name}" if named else "") for lab, row, name in zip(labels, confusion, classes)]
     return "\n".join([head, *rows])
 
 
@@ -677,5 +701,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+if __name__ == "__main__":  # pragma: no cover - `python -m convscope.cli`
+    from convscope.cli import main as _main  # the module the subcommands import, not __main__
+
+    sys.exit(_main())

@@ -308,6 +308,11 @@ def _layers_for(r: _Reader, shape: tuple[int, ...], classes: int | None, dtype: 
         pad = r.spec.get("pad", 0)
         if isinstance(pad, list):
             pad = tuple(tuple(p) if isinstance(p, list) else p for p in pad)
+            if (len(pad) == 2 and all(isinstance(p, tuple) and len(p) == 2 and p[0] == p[1]
+                                      for p in pad)):
+                pad = (pad[0][0], pad[1][0])  # ((2, 2), (2, 2)) -> (2, 2): a plainer repr
+            if len(pad) == 2 and pad[0] == pad[1] and isinstance(pad[0], int):
+                pad = pad[0]
         try:
             layer = Conv2D(None, r.int("filters"), _size_pair(r), r.pair("stride", default=1),
                            pad, r.pair("dilation", default=1), r.int("groups", default=1),

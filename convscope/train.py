@@ -20,6 +20,7 @@ object per epoch).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -29,7 +30,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -447,6 +448,22 @@ class Trainer:
         return True
 
     # -- the loop -----------------------------------------------------------------------------
+    def _check_data(self, x: Any, y: Any, what: str) -> np.ndarray:
+        y = np.asarray(y)
+        if not isinstance(x, np.ndarray) or x.ndim != 4:
+            raise ValueError(f"fit: {what} images must be an array (N, C, H, W), got "
+                             f"{getattr(x, 'shape', type(x).__name__)}")
+        if y.shape != (len(x),) or len(x) == 0 or y.dtype.kind not in "iu":
+            raise ValueError(f"fit: {len(x)} {what} images need {len(x)} integer labels, got "
+                             f"{y.dtype} {y.shape}")
+        if tuple(x.shape[1:]) != tuple(self.model.input_shape):
+            raise ValueError(f"fit: {what} images are {tuple(x.shape[1:])} but the model takes "
+                             f"{tuple(self.model.input_shape)}")
+        if y.min() < 0 or y.max() >= self.num_classes:
+            raise ValueError(f"fit: {what} labels must be in 0..{self.num_classes - 1}, got "
+                             f"{y.min()}..{y.max()}")
+        return y.astype(np.int64, copy=False)
+
     def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None = None,
             y_val: np.ndarray | None = None, *, resume: bool = False) -> FitResult:
         """Train for ``config.epochs`` epochs (in all, counting resumed ones).
@@ -457,16 +474,10 @@ class Trainer:
         :class:`FitResult`; raises :class:`TrainingDiverged` on a NaN or infinite loss.
         """
         cfg = self.config
-        y_train = np.asarray(y_train, dtype=np.int64)
-        if len(x_train) != len(y_train) or len(x_train) == 0:
-            raise ValueError(f"fit: {len(x_train)} training images and {len(y_train)} labels")
-        if tuple(x_train.shape[1:]) != tuple(self.model.input_shape):
-            raise ValueError(f"fit: images are {tuple(x_train.shape[1:])} but the model takes "
-                             f"{tuple(self.model.input_shape)}")
-        if len(y_train) and (y_train.min() < 0 or y_train.max() >= self.num_classes):
-            raise ValueError(f"fit: labels must be in 0..{self.num_classes - 1}, got "
-                             f"{y_train.min()}..{y_train.max()}")
+        y_train = self._check_data(x_train, y_train, "training")
         has_val = x_val is not None and y_val is not None and len(x_val) > 0
+        if has_val:
+            y_val = self._check_data(x_val, y_val, "validation")
         data_info = {"train": int(len(x_train)), "val": int(len(x_val)) if has_val else 0,
                      "fingerprint": _fingerprint(x_train, y_train)}
         if resume:
@@ -480,81 +491,11 @@ class Trainer:
         loader = BatchLoader(x_train, y_train, cfg.batch_size, seed=cfg.seed,
                              normalizer=self.normalizer,
                              augment=Augment.from_dict(cfg.augment) if cfg.augment else None)
-        spe = len(loader)
-        dtype = _model_dtype(self.model)
         start = time.perf_counter()
-        status = "completed"
-        self._stop_requested = False
-        restore_signal = self._install_sigint()
-        pbar = None
-        batch_hooks = any(hasattr(cb, "on_batch_end") for cb in self.callbacks)
         self._emit("on_train_begin")
-        quiet_overflow = np.errstate(over="ignore", invalid="ignore")  # the loss check reports it
-        quiet_overflow.__enter__()
-        try:
-            if self.best is not None and cfg.patience is not None and self.bad_epochs >= cfg.patience:
-                status = "early_stopped"
-            while status == "completed" and self.epoch < cfg.epochs:
-                loader.epoch = self.epoch
-                self.model.train()
-                pbar = self._bar(spe)
-                t0 = time.perf_counter() - self.partial["seconds"]
-                for b, (xb, yb) in enumerate(loader):
-                    if b < self.batch:  # resuming inside an epoch: replay the loader's draws
-                        continue
-                    self._consistent = False
-                    lr = learning_rate(cfg, self.step, spe)
-                    self.optimizer.lr = lr
-                    self.optimizer.zero_grad()
-                    scores = self.model.forward(xb.astype(dtype, copy=False))
-                    loss = float(self.loss_fn.forward(scores, yb))
-                    if not math.isfinite(loss):
-                        self._consistent = True
-                        raise self._diverged(loss, b, spe, lr)
-                    self.model.backward(self.loss_fn.backward())
-                    self.optimizer.step()
-                    p = self.partial
-                    p["loss_sum"] += loss * len(yb)
-                    p["correct"] += int((scores.argmax(axis=1) == yb).sum())
-                    p["seen"] += len(yb)
-                    self.step += 1
-                    self.batch = b + 1
-                    p["seconds"] = time.perf_counter() - t0
-                    self._consistent = True
-                    if pbar is not None:
-                        pbar.update(1)
-                        if b % 5 == 4 or b == spe - 1:
-                            pbar.set_postfix_str(f"loss {p['loss_sum'] / p['seen']:.4f}, acc "
-                                                 f"{100 * p['correct'] / p['seen']:.2f}%, "
-                                                 f"{p['seen'] / max(p['seconds'], 1e-9):,.0f} img/s",
-                                                 refresh=False)
-                    if batch_hooks:
-                        self._emit("on_batch_end", {"epoch": self.epoch + 1, "batch": b + 1,
-                                                    "step": self.step, "loss": loss, "lr": lr})
-                    if self._stop_requested:
-                        raise KeyboardInterrupt
-                if pbar is not None:
-                    pbar.close()
-                    pbar = None
-                metrics = self._end_epoch(x_val, y_val, has_val)
-                self._emit("on_epoch_end", metrics)
-                if metrics.get("stop"):
-                    status = "early_stopped"
-                if self._stop_requested:
-                    raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            status = "interrupted"
-            if pbar is not None:
-                pbar.close()
-            if self._consistent and self.run_dir is not None:
-                self.save_checkpoint()
-        except BaseException:
-            if pbar is not None:
-                pbar.close()
-            raise
-        finally:
-            quiet_overflow.__exit__(None, None, None)
-            restore_signal()
+        # overflow in a diverging run is reported by the loss check, not by NumPy warnings
+        with np.errstate(over="ignore", invalid="ignore"), self._sigint():
+            status = self._run(loader, x_val, y_val, has_val)
         if status != "interrupted" and has_val:
             self.restore_best()
         result = FitResult(status, self.epoch, list(self.history),
@@ -566,6 +507,73 @@ class Trainer:
                                               ("metrics", self.path(METRICS))) if p is not None})
         self._emit("on_train_end", result)
         return result
+
+    def _run(self, loader: BatchLoader, x_val: Any, y_val: Any, has_val: bool) -> str:
+        """Epochs until done, early stopping or an interrupt; returns the status."""
+        cfg = self.config
+        self._consistent = True
+        if self.best is not None and cfg.patience is not None and self.bad_epochs >= cfg.patience:
+            return "early_stopped"
+        try:
+            while self.epoch < cfg.epochs:
+                self._train_epoch(loader)
+                metrics = self._end_epoch(x_val, y_val, has_val)
+                self._emit("on_epoch_end", metrics)
+                if metrics.get("stop"):
+                    return "early_stopped"
+                if self._stop_requested:
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            if self._consistent and self.run_dir is not None:
+                self.save_checkpoint()  # at a batch boundary: resume continues from here
+            return "interrupted"
+        return "completed"
+
+    def _train_epoch(self, loader: BatchLoader) -> None:
+        """One pass over the training data (from batch ``self.batch`` when resuming)."""
+        cfg, spe, p = self.config, len(loader), self.partial
+        dtype = _model_dtype(self.model)
+        batch_hooks = any(hasattr(cb, "on_batch_end") for cb in self.callbacks)
+        loader.epoch = self.epoch
+        self.model.train()
+        t0 = time.perf_counter() - p["seconds"]
+        pbar = self._bar(spe)
+        try:
+            for b, (xb, yb) in enumerate(loader):
+                if b < self.batch:  # resuming inside an epoch: replay the loader's draws
+                    continue
+                self._consistent = False
+                lr = learning_rate(cfg, self.step, spe)
+                self.optimizer.lr = lr
+                self.optimizer.zero_grad()
+                scores = self.model.forward(xb.astype(dtype, copy=False))
+                loss = float(self.loss_fn.forward(scores, yb))
+                if not math.isfinite(loss):
+                    raise self._diverged(loss, b, spe, lr)
+                self.model.backward(self.loss_fn.backward())
+                self.optimizer.step()
+                p["loss_sum"] += loss * len(yb)
+                p["correct"] += int((scores.argmax(axis=1) == yb).sum())
+                p["seen"] += len(yb)
+                p["seconds"] = time.perf_counter() - t0
+                self.step += 1
+                self.batch = b + 1
+                self._consistent = True
+                if pbar is not None:
+                    pbar.update(1)
+                    if b % 5 == 4 or b == spe - 1:
+                        pbar.set_postfix_str(f"loss {p['loss_sum'] / p['seen']:.4f}, acc "
+                                             f"{100 * p['correct'] / p['seen']:.2f}%, "
+                                             f"{p['seen'] / max(p['seconds'], 1e-9):,.0f} img/s",
+                                             refresh=False)
+                if batch_hooks:
+                    self._emit("on_batch_end", {"epoch": self.epoch + 1, "batch": b + 1,
+                                                "step": self.step, "loss": loss, "lr": lr})
+                if self._stop_requested:
+                    raise KeyboardInterrupt
+        finally:
+            if pbar is not None:
+                pbar.close()
 
     def _end_epoch(self, x_val: Any, y_val: Any, has_val: bool) -> dict[str, Any]:
         p = self.partial
@@ -632,11 +640,14 @@ class Trainer:
         return tqdm(total=total, initial=self.batch, desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
                     unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr)
 
-    def _install_sigint(self) -> Callable[[], None]:
-        """First Ctrl-C: stop after the current batch; second: stop at once."""
+    @contextlib.contextmanager
+    def _sigint(self) -> Iterator[None]:
+        """Within: the first Ctrl-C stops after the current batch (with a checkpoint), a second
+        one stops at once.  Only in the main thread (signals go there)."""
+        self._stop_requested = False
         if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = signal.getsignal(signal.SIGINT)
+            yield
+            return
 
         def handler(signum: int, frame: Any) -> None:
             if self._stop_requested:
@@ -645,8 +656,8 @@ class Trainer:
             self._say("stopping after this batch and saving a checkpoint "
                       "(Ctrl-C again to stop at once)")
 
+        previous = signal.signal(signal.SIGINT, handler)
         try:
-            signal.signal(signal.SIGINT, handler)
-        except ValueError:  # pragma: no cover - not the main interpreter
-            return lambda: None
-        return lambda: signal.signal(signal.SIGINT, previous)
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)

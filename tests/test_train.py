@@ -360,5 +360,5 @@ def test_fit_refuses_mismatched_data() -> None:
     x, y = _data(20)
     with pytest.raises(ValueError, match=r"images are \(1, 9, 9\) but the model takes \(1, 8, 8\)"):
         t.fit(np.zeros((4, 1, 9, 9), np.uint8), y[:4])
-    with pytest.raises(ValueError, match="labels must be in 0..3"):
+    with pytest.raises(ValueError, match="training labels must be in 0..3"):
         t.fit(x, y + 4)
