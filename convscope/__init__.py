@@ -6,7 +6,7 @@
 (6, 28, 28)
 """
 
-from . import functional, init, naive, shapes
+from . import functional, init, interop, naive, shapes
 from .backend import no_grad
 from .errors import ShapeError
 from .init import manual_seed
@@ -14,6 +14,7 @@ from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dropout, Flatt
                      GlobalAvgPool2D, Layer, LeakyReLU, Linear, MaxPool2D, ReLU, Sigmoid, Tanh)
 from .losses import CrossEntropyLoss, MSELoss
 from .model import Sequential, Summary
+from .onnx_io import export_onnx, import_onnx
 from .optim import SGD, Adam, AdamW
 
 __version__ = "0.1.0"
@@ -21,4 +22,5 @@ __version__ = "0.1.0"
 __all__ = ["Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "ReLU", "LeakyReLU", "Sigmoid",
            "Tanh", "Flatten", "Linear", "Dropout", "BatchNorm2D", "BatchNorm1D", "Sequential",
            "Summary", "Layer", "CrossEntropyLoss", "MSELoss", "SGD", "Adam", "AdamW", "ShapeError",
-           "no_grad", "manual_seed", "shapes", "functional", "init", "naive", "__version__"]
+           "no_grad", "manual_seed", "export_onnx", "import_onnx", "shapes", "functional", "init",
+           "interop", "naive", "__version__"]
