@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-from ..backend import xp_of
+from ..backend import grad_enabled, xp_of
 from .base import Array, Layer
 
 _ANY = (1, 2, 3, 4, 5)
 
 
 class ReLU(Layer):
-    """max(0, x); gradient 1 where x > 0, else 0.  Any shape."""
+    """max(0, x); gradient 1 where x > 0 (or NaN), else 0.  Any shape.
+
+    Keeps only that mask (1 byte per value) for backward, not y itself.
+    """
 
     def forward(self, x: Array) -> Array:
         self._check(x, _ANY, "(N, ...)")
-        y = xp_of(x).maximum(x, 0)
-        return self._keep(y, y)  # y > 0 exactly where x > 0
+        xp = xp_of(x)
+        y = xp.maximum(x, 0)
+        # the gradient passes where y != 0: x > 0, and NaN (as in PyTorch)
+        return self._keep(xp.not_equal(y, 0) if grad_enabled() else None, y)
 
     def backward(self, dy: Array) -> Array:
-        y = self._take(dy)
-        return dy * (y > 0)
+        return dy * self._take(dy)
 
 
 class LeakyReLU(Layer):
