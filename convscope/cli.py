@@ -145,7 +145,9 @@ def _train_parser(sub: Any) -> argparse.ArgumentParser:
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, metavar="N", help=f"epochs in all (default: {d['epochs']})")
     g.add_argument("--batch-size", type=int, metavar="N", help=f"images per step (default: {d['batch_size']})")
-    g.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), help=f"(default: {d['optimizer']})")
+    g.add_argument("--optimizer", choices=("sgd", "adam", "adamw"),
+                   help=f"sgd (with --momentum), adam, or adamw (decoupled weight decay) "
+                   f"(default: {d['optimizer']})")
     g.add_argument("--lr", type=float, metavar="RATE",
                    help="learning rate (default: 0.001 for adam and adamw, 0.05 for sgd)")
     g.add_argument("--momentum", type=float, metavar="M", help=f"SGD momentum (default: {d['momentum']})")
@@ -160,7 +162,9 @@ def _train_parser(sub: Any) -> argparse.ArgumentParser:
     g.add_argument("--warmup", type=float, metavar="EPOCHS",
                    help=f"linear warm-up of the learning rate, in epochs (default: {d['warmup']})")
     g.add_argument("--min-lr", type=float, metavar="RATE", help=f"cosine schedule: final rate (default: {d['min_lr']})")
-    g.add_argument("--label-smoothing", type=float, metavar="E", help=f"(default: {d['label_smoothing']})")
+    g.add_argument("--label-smoothing", type=float, metavar="E",
+                   help="cross-entropy against targets of 1 - E on the label and E/classes on "
+                   f"every class (default: {d['label_smoothing']})")
     g.add_argument("--patience", type=int, metavar="N",
                    help="early stopping: stop after N epochs without a better validation accuracy "
                    "(default: never)")
@@ -254,7 +258,7 @@ def _train_run(args: argparse.Namespace) -> int:
     from .data import Normalizer, stratified_split  # noqa: PLC0415
     from .io import atomic_write, estimate_background, save_model  # noqa: PLC0415
     from .models import build_model, resolve_architecture  # noqa: PLC0415
-    from .train import TrainConfig, Trainer  # noqa: PLC0415
+    from .train import TrainConfig, Trainer, TrainingDiverged  # noqa: PLC0415
 
     s, run_dir, resuming = _settings(args)
     _check_settings(s)
@@ -316,8 +320,11 @@ def _train_run(args: argparse.Namespace) -> int:
              f"{config.optimizer} lr {config.lr:g} ({config.schedule}), {config.epochs} epochs of "
              f"{config.batch_size}, augment {augment}, seed {config.seed}")
         _say(f"run folder: {run_dir}")
-    with _thread_limit(args.threads):
-        result = trainer.fit(x_train, y_train, x_val, y_val, resume=resuming)
+    try:
+        with _thread_limit(args.threads):
+            result = trainer.fit(x_train, y_train, x_val, y_val, resume=resuming)
+    except TrainingDiverged as exc:
+        raise CommandError(f"{exc} (convscope train --lr {exc.suggested_lr:.3g})") from exc
     if result.status == "interrupted":
         where = (f"epoch {trainer.epoch + 1}, batch {trainer.batch}" if trainer.batch
                  else f"epoch {trainer.epoch}")

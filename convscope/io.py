@@ -179,8 +179,9 @@ def read_safetensors(path: str | os.PathLike[str], kind: str = MODEL_FORMAT
             raise ModelFileError(f"{path}: truncated: tensor {name!r} needs bytes up to {end:,} "
                                  f"of the data, the file holds {len(data):,}")
         end_max = max(end_max, end)
-        tensors[name] = np.frombuffer(data, dtype, count, begin).reshape(shape).astype(
-            dtype.newbyteorder("="), copy=True)
+        native = dtype.newbyteorder("=")
+        tensors[name] = (np.frombuffer(data, dtype, count, begin).reshape(shape).astype(native)
+                         if count else np.empty(shape, native))
     if end_max < len(data):
         raise ModelFileError(f"{path}: corrupt: {len(data) - end_max:,} bytes after the last "
                              "tensor")

@@ -55,9 +55,10 @@ CHECKPOINT, MODEL, METRICS = "checkpoint.safetensors", "model.safetensors", "met
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; training stopped and the last checkpoint was kept."""
 
-    def __init__(self, message: str, step: int, epoch: int, lr: float) -> None:
+    def __init__(self, message: str, step: int, epoch: int, lr: float, suggested_lr: float
+                 ) -> None:
         super().__init__(message)
-        self.step, self.epoch, self.lr = step, epoch, lr
+        self.step, self.epoch, self.lr, self.suggested_lr = step, epoch, lr, suggested_lr
 
 
 @dataclass
@@ -587,6 +588,9 @@ class Trainer:
         improved = False
         if has_val:
             ev = self.evaluate(x_val, y_val)
+            if not math.isfinite(ev.loss):
+                raise self._diverged(ev.loss, self.batch - 1, self.batch, self.optimizer.lr,
+                                     "validation loss")
             metrics.update(val_loss=ev.loss, val_accuracy=ev.accuracy)
             improved = _better(metrics, self.best)
             if improved:
@@ -621,14 +625,20 @@ class Trainer:
                       f"(best: epoch {self.best['epoch']})")
         return {**metrics, "stop": stop} if stop else metrics
 
-    def _diverged(self, loss: float, b: int, spe: int, lr: float) -> TrainingDiverged:
+    def _diverged(self, loss: float, b: int, spe: int, lr: float, what: str = "loss"
+                  ) -> TrainingDiverged:
+        """The error for a non-finite loss at batch ``b`` (0-based) of the current epoch; the
+        validation loss is checked after the epoch's last step."""
         ckpt = self.checkpoint_path
         kept = (f"the last good checkpoint ({ckpt}, epoch {self.epoch}) is kept" if ckpt is not None
                 and ckpt.exists() else "no checkpoint was written yet")
-        msg = (f"loss became {loss} at step {self.step + 1} (epoch {self.epoch + 1}, batch "
+        step = self.step + (what == "loss")
+        where = "at" if what == "loss" else "after"
+        lower = self.config.lr / 10
+        msg = (f"{what} became {loss} {where} step {step} (epoch {self.epoch + 1}, batch "
                f"{b + 1} of {spe}) with learning rate {lr:.3g}; training stopped and {kept}; "
-               f"try a lower learning rate, e.g. {self.config.lr / 10:.3g}")
-        return TrainingDiverged(msg, self.step + 1, self.epoch + 1, lr)
+               f"try a lower learning rate, e.g. {lower:.3g}")
+        return TrainingDiverged(msg, step, self.epoch + 1, lr, lower)
 
     def _bar(self, total: int) -> Any:
         if not self.progress:
@@ -638,7 +648,8 @@ class Trainer:
         except ImportError:  # pragma: no cover - tqdm is a dependency
             raise ImportError("the progress bar needs tqdm: pip install tqdm") from None
         return tqdm(total=total, initial=self.batch, desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
-                    unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr)
+                    unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr,
+                    disable=None)  # None: no bar when stderr is not a terminal
 
     @contextlib.contextmanager
     def _sigint(self) -> Iterator[None]:

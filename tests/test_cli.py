@@ -112,6 +112,16 @@ def test_bad_json_architecture_is_one_line(capsys, tmp_path: Path, monkeypatch) 
     assert rc == 1 and "unknown key 'filter'" in _one_error_line(err, "summary")
 
 
+def test_nan_loss_is_one_line_naming_the_step(capsys, tmp_path: Path) -> None:
+    rc, out, err = _run(capsys, "train", "--optimizer", "sgd", "--lr", "1e30", "--schedule",
+                        "constant", "--limit", "60", "--epochs", "2", "--batch-size", "8",
+                        "--out", tmp_path / "r", *FAST)
+    assert rc == 1 and out == ""
+    line = _one_error_line(err, "train")
+    assert "at step 2 (epoch 1, batch 2 of" in line and "lower learning rate" in line
+    assert "(convscope train --lr 1e+29)" in line
+
+
 def test_debug_shows_the_exception(capsys, tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="no such file"):
         main(["--debug", "evaluate", str(tmp_path / "missing.safetensors")])

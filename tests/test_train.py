@@ -332,6 +332,14 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
                .model.state_dict().values())
 
 
+def test_non_finite_validation_loss_also_stops(tmp_path: Path) -> None:
+    x, y = _data(16)  # one batch per epoch: the weights blow up after the check of its loss
+    with pytest.raises(TrainingDiverged, match=r"validation loss became (nan|inf) after step 1 "
+                                               r"\(epoch 1, batch 1 of 1\).*no checkpoint"):
+        _trainer(tmp_path, optimizer="sgd", lr=1e30, schedule="constant").fit(x, y, x, y)
+    assert not (tmp_path / "checkpoint.safetensors").exists()
+
+
 def test_nan_loss_on_the_first_steps(tmp_path: Path) -> None:
     x, y = _data(80)
     with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf) at step \d+ \(epoch 1, "
