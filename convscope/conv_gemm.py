@@ -6,8 +6,7 @@ F·F·D columns) and all positions and all filters are one matrix multiply::
 
     Y (M, K)       = cols (M, F·F·D) @ Wᵀ (F·F·D, K)      forward
     dW (K, F·F·D)  = dYᵀ (K, M) @ cols                     backward, weights
-    dx             = col2im(dY @ W)                        backward, input (stride > 1)
-    dx             = full convolution of dY with the flipped filters   (stride 1)
+    dcols (M, F·F·D) = dY (M, K) @ W,  dx = col2im(dcols) backward, input
 
 How it is laid out, each choice measured on a 2-core AVX-512 machine with OpenBLAS (bench/):
 
@@ -24,9 +23,10 @@ How it is laid out, each choice measured on a 2-core AVX-512 machine with OpenBL
 * ``cols`` is not kept for the backward pass (it is often the largest array of a step); backward
   rebuilds it from the input, chunk by chunk.  The layer keeps a reference to its input, as
   PyTorch does, so an input changed in place before backward changes the weight gradient.
-* At stride 1 the input gradient is itself a convolution (of dY, zero-padded, with the filters
-  flipped and transposed): one more im2col + GEMM, no scatter.  Otherwise col2im is F·F strided
-  slice-adds, never ``np.add.at``.
+* The input gradient is dcols = dY W and col2im: F·F strided slice-adds (never
+  ``np.add.at``).  Channels-last, dcols is computed tap by tap so that each add runs over rows of
+  OW·C contiguous numbers (measured faster than both the plain layout, whose adds run C numbers
+  at a time, and than computing dx as a convolution of dY with the flipped filters).
 
 The array module comes from the input (NumPy or CuPy).
 """
@@ -42,6 +42,7 @@ from .shapes import Pads, Pair
 
 Array = Any
 SMALL_C = 4  # channels-first columns for channels-first inputs with at most this many channels
+WIDE_K = 16  # channels-last output from this many filters on (fewer: channels-first output)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Plan:
     mode: str
     channels_first: bool  # colsᵀ (C·kH·kW, M) instead of cols (M, kH·kW·C)
     bias_col: bool  # a column of ones carries the bias (groups == 1 with a bias)
+    out_channels_last: bool  # y in (N, OH, OW, K) memory, else (N, K, OH, OW)
 
     @property
     def padded_hw(self) -> Pair:
@@ -98,7 +100,7 @@ def make_plan(x: Array, w: Array, bias: bool, stride: Pair, pads: Pads, dilation
     k, _, kh, kw = w.shape
     channels_first = c == 1 or (c <= SMALL_C and not _is_channels_last(x))
     return Plan(n, c, h, wd, k, kh, kw, tuple(stride), tuple(dilation), pads, tuple(out_hw),
-                groups, mode, channels_first, bool(bias) and groups == 1)
+                groups, mode, channels_first, bool(bias) and groups == 1, k >= WIDE_K)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,158 +212,156 @@ def conv_forward(x: Array, w: Array, b: Array | None, stride: Pair, pads: Pads, 
     """y[n, k] = sum over (c, i, j) of w[k, c, i, j] · xpad[n, c, s·oh + d·i, s·ow + d·j] + b[k].
 
     x (N, C, H, W) in any memory layout, w (K, C/G, kH, kW), b (K,) or None -> y (N, K, OH, OW),
-    a view of channels-last memory.  The cache holds x itself, not the columns.
+    in channels-last memory from 16 filters on (one GEMM per chunk), else channels-first (one
+    GEMM per image: the pooling after a conv with few filters runs faster on it).  The cache
+    holds x itself, not the columns.
     """
     xp = xp_of(x)
     p = make_plan(x, w, b is not None, stride, pads, dilation, groups, out_hw, mode)
     oh, ow = p.out_hw
+    npos = oh * ow
     g, kg = p.groups, p.k // p.groups
     full = _padded_source(x, p)
     wm = _weight_matrix(w, b, p)
-    y = xp.empty((p.n, oh, ow, p.k), dtype=x.dtype)
-    y2 = y.reshape(p.n * oh * ow, p.k)
+    if p.out_channels_last:
+        y = workspace.empty((p.n, oh, ow, p.k), x.dtype, xp)
+        y2 = y.reshape(p.n * npos, p.k)
+    else:
+        y = workspace.empty((p.n, p.k, oh, ow), x.dtype, xp)
+        y3 = y.reshape(p.n, p.k, npos)
     nc = p.chunk(x.dtype.itemsize)
     for n0 in range(0, p.n, nc):
         n1 = min(p.n, n0 + nc)
         buf = _columns(_chunk_source(x, full, n0, n1, p), p)
-        rows = y2[n0 * oh * ow:n1 * oh * ow]
         for gi in range(g):
-            out = rows if g == 1 else rows[:, gi * kg:(gi + 1) * kg]
-            xp.matmul(_group(buf, p, gi, True), wm[gi].T, out=out)
+            a = _group(buf, p, gi, True)  # (m, depth [+ 1])
+            if p.out_channels_last:
+                xp.matmul(a, wm[gi].T, out=y2[n0 * npos:n1 * npos, gi * kg:(gi + 1) * kg])
+            else:  # per image: (K/G, depth) @ (depth, OH·OW)
+                per_image = a.reshape(n1 - n0, npos, a.shape[1]).transpose(0, 2, 1)
+                xp.matmul(wm[gi], per_image, out=y3[n0:n1, gi * kg:(gi + 1) * kg])
     if b is not None and not p.bias_col:
-        y2 += b
-    return y.transpose(0, 3, 1, 2), (x, full, wm, p)
+        y += b.reshape(1, p.k, 1, 1) if not p.out_channels_last else b
+    return (y.transpose(0, 3, 1, 2) if p.out_channels_last else y), (x, full, wm, p)
 
 
 # ---------------------------------------------------------------------------------------------
 # backward
 
 
-def _col2im(buf: Array, p: Plan, nc: int, dtype: Any) -> Array:
-    """Backward of :func:`_columns` (dcols in ``buf``) into a zeroed padded buffer, by kH·kW
-    strided slice-adds; returns (nc, C, Hp, Wp)."""
-    xp = xp_of(buf)
+def _tap_weights(w: Array, p: Plan) -> Array:
+    """Filters as (G, kH·kW, K/G, C/G): one (K/G, C/G) matrix per filter tap."""
+    g, kg, cg = p.groups, p.k // p.groups, p.c // p.groups
+    wt = w.reshape(g, kg, cg, p.kh, p.kw).transpose(0, 3, 4, 1, 2)
+    return xp_of(w).ascontiguousarray(wt).reshape(g, p.kh * p.kw, kg, cg)
+
+
+def _input_grad_chunk(dyt: Array, w: Array, wm: Array, p: Plan, nc: int) -> Array:
+    """dx of one chunk, padded: (nc, C, Hp, Wp), from its dY as a (K, nc·OH·OW) matrix.
+
+    dcols = dY W, then col2im: kH·kW strided slice-adds into a zeroed buffer.  Channels-last,
+    dcols is computed tap by tap, (kH·kW, nc·OH·OW, C): each tap's block then adds into the
+    image as rows of OW·C contiguous numbers, not C at a time.  Both reuse the columns buffer.
+    """
+    xp = xp_of(dyt)
+    dtype = dyt.dtype
     oh, ow = p.out_hw
     (sh, sw), (dh, dw) = p.stride, p.dilation
     hp, wp = p.padded_hw
+    g, kg, cg = p.groups, p.k // p.groups, p.c // p.groups
+    m = nc * oh * ow
     hs = [slice(i * dh, i * dh + sh * (oh - 1) + 1, sh) for i in range(p.kh)]
     ws = [slice(j * dw, j * dw + sw * (ow - 1) + 1, sw) for j in range(p.kw)]
-    cdepth = p.c * p.kh * p.kw
     if p.channels_first:
-        d6 = buf[:cdepth].reshape(p.c, p.kh, p.kw, nc, oh, ow)
+        dcols = workspace.buffer("cols", (g, p.depth, m), dtype, xp)
+        for gi in range(g):
+            xp.matmul(wm[gi, :, :p.depth].T, dyt[gi * kg:(gi + 1) * kg], out=dcols[gi])
+        d6 = dcols.reshape(p.c, p.kh, p.kw, nc, oh, ow)
         dx = workspace.buffer("dxpad", (p.c, nc, hp, wp), dtype, xp)
         dx[...] = 0
         for i in range(p.kh):
             for j in range(p.kw):
                 dx[:, :, hs[i], ws[j]] += d6[:, i, j]
         return dx.transpose(1, 0, 2, 3)
-    g, cg = p.groups, p.c // p.groups
-    d7 = buf[:, :cdepth].reshape(nc, oh, ow, g, p.kh, p.kw, cg)
+    wt = _tap_weights(w, p)
+    taps = workspace.buffer("cols", (p.kh * p.kw, m, cg), dtype, xp)
+    t6 = taps.reshape(p.kh, p.kw, nc, oh, ow, cg)
     dx = workspace.buffer("dxpad", (nc, hp, wp, g, cg), dtype, xp)
     dx[...] = 0
-    for i in range(p.kh):
-        for j in range(p.kw):
-            dx[:, hs[i], ws[j]] += d7[:, :, :, :, i, j]
+    for gi in range(g):
+        xp.matmul(dyt[gi * kg:(gi + 1) * kg].T[None], wt[gi], out=taps)
+        for i in range(p.kh):
+            for j in range(p.kw):
+                dx[:, hs[i], ws[j], gi] += t6[i, j]
     return dx.reshape(nc, hp, wp, p.c).transpose(0, 3, 1, 2)
 
 
-def _transposed_pads(p: Plan, full: bool) -> Pads | None:
-    """Zero padding of dY that makes dx (or the padded dx if ``full``) a stride-1 convolution of
-    dY with the flipped filters; None when the layer's padding exceeds the filter's span."""
-    out = []
-    for (before, after), k, d in zip(p.pads, (p.kh, p.kw), p.dilation):
-        span = d * (k - 1)
-        pair = (span, span) if full else (span - before, span - after)
-        if min(pair) < 0:
-            return None
-        out.append(pair)
-    return out[0], out[1]
-
-
-def _input_grad_by_conv(dy: Array, w: Array, p: Plan) -> Array | None:
-    """dx at stride 1 as a convolution: dxpad[u, v, c] = sum over (i, j, k) of
-    dY[u - d·i, v - d·j, k] · w[k, c, i, j], i.e. dY correlated with w flipped in (i, j) and
-    transposed in (k, c).  None when it does not apply (then col2im does the work)."""
-    if p.stride != (1, 1) or p.channels_first:
-        return None
-    full = p.mode != "zeros"
-    pads = _transposed_pads(p, full)
-    if pads is None:
-        return None
-    g, kg, cg = p.groups, p.k // p.groups, p.c // p.groups
-    wt = w.reshape(g, kg, cg, p.kh, p.kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
-    wt = wt.reshape(p.c, kg, p.kh, p.kw)
-    out_hw = p.padded_hw if full else (p.h, p.w)
-    dx, _ = conv_forward(dy, wt, None, (1, 1), pads, p.dilation, g, out_hw)
-    if full:
-        from .functional import unpad2d  # noqa: PLC0415 - functional imports this module
-
-        return unpad2d(dx, p.pads, (p.h, p.w), p.mode)
-    return dx
+def _dy_matrix(dy: Array) -> Array:
+    """dY as a (K, N·OH·OW) matrix: a view when dy is channels-last or (K, N, OH, OW) in memory,
+    else a copy into (K, N, OH, OW) (runs of OH·OW numbers: a cheap transpose)."""
+    n, k, oh, ow = dy.shape
+    knhw = dy.transpose(1, 0, 2, 3)
+    if knhw.flags.c_contiguous:
+        return knhw.reshape(k, n * oh * ow)
+    nhwk = dy.transpose(0, 2, 3, 1)
+    if nhwk.flags.c_contiguous:
+        return nhwk.reshape(n * oh * ow, k).T
+    out = workspace.empty((k, n, oh, ow), dy.dtype, xp_of(dy))
+    out[...] = knhw
+    return out.reshape(k, n * oh * ow)
 
 
 def conv_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
                   need_dx: bool = True) -> tuple[Array | None, Array, Array | None]:
     """Gradients (dx, dw, db) of :func:`conv_forward` for dy (N, K, OH, OW) in any layout.
 
-    dx (N, C, H, W), often a view of channels-last memory; None unless ``need_dx``.
+    dx (N, C, H, W) is channels-last in memory on the channels-last path; None unless
+    ``need_dx``.  Chunk by chunk: rebuild cols, dW += dYᵀ cols (the bias gradient comes out of
+    the ones column), then dcols and col2im into dx.
     """
     x, full, wm, p = cache
     xp = xp_of(dy)
-    oh, ow = p.out_hw
+    npos = p.out_hw[0] * p.out_hw[1]
     g, kg = p.groups, p.k // p.groups
-    dyl = dy.transpose(0, 2, 3, 1)  # (N, OH, OW, K)
-    if not dyl.flags.c_contiguous:
-        dyl = xp.ascontiguousarray(dyl)
-    dy2 = dyl.reshape(p.n * oh * ow, p.k)
-
-    # weights (and the bias through the ones column): dW = dYᵀ cols, chunk by chunk
+    dyt = _dy_matrix(dy)  # (K, M)
     dwm = xp.empty_like(wm)
     nc = p.chunk(dy.dtype.itemsize)
     part = xp.empty_like(wm[0]) if nc < p.n else None
-    dx = by_conv = None
+    dx = dxfull = None
     if need_dx:
-        by_conv = _input_grad_by_conv(dyl.transpose(0, 3, 1, 2), w, p)
-        if by_conv is None:
-            dx = xp.empty((p.n, p.c, p.h, p.w), dtype=dy.dtype) if p.channels_first else \
-                xp.empty((p.n, p.h, p.w, p.c), dtype=dy.dtype).transpose(0, 3, 1, 2)
-            dxfull = None if full is None else xp.empty(full.shape, dtype=dy.dtype)
+        dx = workspace.empty((p.n, p.c, p.h, p.w), dy.dtype, xp, not p.channels_first)
+        dxfull = None if full is None else xp.empty(full.shape, dtype=dy.dtype)
     for n0 in range(0, p.n, nc):
         n1 = min(p.n, n0 + nc)
         buf = _columns(_chunk_source(x, full, n0, n1, p), p)
-        rows = dy2[n0 * oh * ow:n1 * oh * ow]
+        cols_t = dyt[:, n0 * npos:n1 * npos]
         for gi in range(g):
-            dyg = rows if g == 1 else rows[:, gi * kg:(gi + 1) * kg]
             a = _group(buf, p, gi, True)
+            dyg = cols_t[gi * kg:(gi + 1) * kg]
             if n0 == 0:
-                xp.matmul(dyg.T, a, out=dwm[gi])
+                xp.matmul(dyg, a, out=dwm[gi])
             else:
-                xp.matmul(dyg.T, a, out=part)
+                xp.matmul(dyg, a, out=part)
                 dwm[gi] += part
         if dx is None:
             continue
-        for gi in range(g):  # dcols = dY W into the columns buffer (cols is done with)
-            dyg = rows if g == 1 else rows[:, gi * kg:(gi + 1) * kg]
-            xp.matmul(dyg, wm[gi, :, :p.depth], out=_group(buf, p, gi, False))
-        dpad = _col2im(buf, p, n1 - n0, dy.dtype)
+        dpad = _input_grad_chunk(cols_t, w, wm, p, n1 - n0)  # reuses the columns buffer
         if dxfull is not None:
             dxfull[n0:n1] = dpad
         else:
             (t, _), (l, _) = p.pads
             dx[n0:n1] = dpad[:, :, t:t + p.h, l:l + p.w]
-    if dx is not None and dxfull is not None:
+    if dxfull is not None:
         from .functional import unpad2d  # noqa: PLC0415 - functional imports this module
 
         dx[...] = unpad2d(dxfull, p.pads, (p.h, p.w), p.mode)
-    if by_conv is not None:
-        dx = by_conv
 
     db = None
     if p.bias_col:
         db = dwm[0, :, -1].copy() if need_bias else None
         dwm = dwm[:, :, :-1]
     elif need_bias:
-        db = dyl.reshape(p.n, oh * ow, p.k).sum(axis=1).sum(axis=0)
+        db = dy.sum(axis=(0, 2, 3))
     if p.channels_first:
         dw = dwm.reshape(w.shape)
     else:

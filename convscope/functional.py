@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import conv_gemm
+from . import conv_gemm, workspace
 from .backend import xp_of
 from .shapes import Pads, Pair
 
@@ -166,14 +166,25 @@ def _pool_pads(hw: Pair, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair,
     return (pads[0][0], pads[0][1] + extra[0]), (pads[1][0], pads[1][1] + extra[1])
 
 
-def _empty(shape: tuple[int, ...], like: Array, dtype: Any = None) -> Array:
-    """An uninitialised (N, C, H, W) array in the memory layout of ``like`` (channels-last or not)."""
-    xp = xp_of(like)
-    dtype = like.dtype if dtype is None else dtype
-    if conv_gemm._is_channels_last(like) and like.shape[1] > 1:
-        n, c, h, w = shape
-        return xp.empty((n, h, w, c), dtype=dtype).transpose(0, 3, 1, 2)
-    return xp.empty(shape, dtype=dtype)
+def _channels_last(x: Array) -> bool:
+    """Whether x (N, C, H, W) keeps its channels innermost in memory."""
+    return x.shape[1] > 1 and conv_gemm._is_channels_last(x)
+
+
+def _empty(shape: tuple[int, ...], xp: Any, dtype: Any, channels_last: bool) -> Array:
+    """An uninitialised (N, C, H, W) array, channels-last in memory or not, recycled when a
+    free one of that shape exists (:func:`convscope.workspace.empty`)."""
+    return workspace.empty(shape, dtype, xp, channels_last)
+
+
+def _in_layout(a: Array, channels_last: bool) -> Array:
+    """a (N, C, H, W) itself if its memory is already in that layout, else a copy that is."""
+    if a.shape[1] == 1 or _channels_last(a) == channels_last and (
+            channels_last or a.flags.c_contiguous):
+        return a
+    out = _empty(a.shape, xp_of(a), a.dtype, channels_last)
+    out[...] = a
+    return out
 
 
 def _pad_keep_layout(x: Array, pads: Pads, value: float) -> Array:
@@ -182,7 +193,7 @@ def _pad_keep_layout(x: Array, pads: Pads, value: float) -> Array:
         return x
     (t, b), (l, r) = pads
     n, c, h, w = x.shape
-    out = _empty((n, c, h + t + b, w + l + r), x)
+    out = _empty((n, c, h + t + b, w + l + r), xp_of(x), x.dtype, _channels_last(x))
     out[...] = value
     out[:, :, t:t + h, l:l + w] = x
     return out
@@ -201,10 +212,12 @@ def _first_max_masks(taps: list[Array], y: Array) -> list[Array]:
     xp = xp_of(y)
     masks: list[Array] = []
     taken = None
+    cl = _channels_last(y)
     for tap in taps:
-        m = xp.equal(tap, y)
+        m = xp.equal(tap, y, out=_empty(y.shape, xp, bool, cl))
         if taken is None:
-            taken = m.copy()
+            taken = _empty(y.shape, xp, bool, cl)
+            taken[...] = m
         else:
             xp.greater(m, taken, out=m)  # m and not taken
             xp.logical_or(taken, m, out=taken)
@@ -218,15 +231,16 @@ def _first_max_masks(taps: list[Array], y: Array) -> list[Array]:
     return masks
 
 
-def _spread(parts: list[Array], like: Array, padded_shape: tuple[int, ...], full: Pads,
-            kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair) -> Array:
-    """Backward of :func:`_taps`: tap t's gradient ``parts[t]()`` (a function writing it into
-    ``out``) goes back to its strided view of the padded input; returns the unpadded (N, C, H, W).
+def _spread(parts: list[Array], like: Array, channels_last: bool, padded_shape: tuple[int, ...],
+            full: Pads, kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair) -> Array:
+    """Backward of :func:`_taps`: tap t's gradient ``parts[t](out)`` (a function writing it into
+    ``out``) goes back to its strided view of the padded input; returns the unpadded (N, C, H, W),
+    of ``like``'s dtype, channels-last in memory if asked (as the forward input was).
 
     Windows that do not overlap are written directly (no zero fill when they tile the input);
     overlapping ones are added."""
     xp = xp_of(like)
-    dsrc = _empty(padded_shape, like)
+    dsrc = _empty(padded_shape, xp, like.dtype, channels_last)
     views = _taps(dsrc, kernel, stride, dilation, out_hw)
     spans = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
     disjoint = all(s >= e for s, e in zip(stride, spans))
@@ -259,24 +273,27 @@ def maxpool2d_forward(x: Array, kernel: Pair, stride: Pair, pads: Pads, dilation
     full = _pool_pads(x.shape[2:], kernel, stride, pads, dilation, out_hw)
     src = _pad_keep_layout(x, full, -xp.inf)
     taps = _taps(src, kernel, stride, dilation, out_hw)
+    y = _empty(x.shape[:2] + tuple(out_hw), xp, x.dtype, _channels_last(x))
     if len(taps) == 1:
-        y = taps[0].copy()
+        y[...] = taps[0]
     else:
-        y = xp.maximum(taps[0], taps[1])
+        xp.maximum(taps[0], taps[1], out=y)
         for tap in taps[2:]:
             xp.maximum(y, tap, out=y)
     if not keep:
         return y, None
-    return y, (_first_max_masks(taps, y), src.shape, full, kernel, stride, dilation, out_hw)
+    return y, (_first_max_masks(taps, y), _channels_last(x), src.shape, full, kernel, stride,
+               dilation, out_hw)
 
 
 def maxpool2d_backward(dy: Array, cache: tuple) -> Array:
     """The gradient flows to the one input that won each window: dx = sum over taps of
     mask_t · dy, placed at tap t's positions."""
     xp = xp_of(dy)
-    masks, padded_shape, full, kernel, stride, dilation, out_hw = cache
+    masks, channels_last, padded_shape, full, kernel, stride, dilation, out_hw = cache
+    dy = _in_layout(dy, channels_last)  # one copy beats kH·kW multiplies across layouts
     parts = [lambda out, m=m: xp.multiply(dy, m, out=out) for m in masks]
-    return _spread(parts, dy, padded_shape, full, kernel, stride, dilation, out_hw)
+    return _spread(parts, dy, channels_last, padded_shape, full, kernel, stride, dilation, out_hw)
 
 
 def avgpool_divisor(hw: Pair, kernel: Pair, stride: Pair, pads: Pads, out_hw: Pair,
@@ -301,21 +318,21 @@ def avgpool2d_forward(x: Array, kernel: Pair, stride: Pair, pads: Pads, out_hw: 
     full = _pool_pads(x.shape[2:], kernel, stride, pads, one, out_hw)
     src = _pad_keep_layout(x, full, 0.0)
     taps = _taps(src, kernel, stride, one, out_hw)
-    y = taps[0] + taps[1] if len(taps) > 1 else taps[0].copy()
+    y = taps[0] + taps[1] if len(taps) > 1 else taps[0].copy(order="K")
     for tap in taps[2:]:
         y += tap
     div = avgpool_divisor(x.shape[2:], kernel, stride, pads, out_hw, count_include_pad, xp, x.dtype)
     y /= div
-    return y, (div, src.shape, full, kernel, stride, out_hw)
+    return y, (div, _channels_last(x), src.shape, full, kernel, stride, out_hw)
 
 
 def avgpool2d_backward(dy: Array, cache: tuple) -> Array:
     """Each input in a window gets dy / window size."""
     xp = xp_of(dy)
-    div, padded_shape, full, kernel, stride, out_hw = cache
-    g = dy / div
+    div, channels_last, padded_shape, full, kernel, stride, out_hw = cache
+    g = _in_layout(dy, channels_last) / div
     parts = [lambda out: xp.copyto(out, g)] * (kernel[0] * kernel[1])
-    return _spread(parts, dy, padded_shape, full, kernel, stride, (1, 1), out_hw)
+    return _spread(parts, dy, channels_last, padded_shape, full, kernel, stride, (1, 1), out_hw)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,25 +1,41 @@
-"""Scratch buffers reused across calls: the convolution's im2col columns and padded input.
+"""Memory reused across calls: scratch buffers for the convolution, and recycled arrays.
 
-A training step on this kind of machine pays ~1.8 µs for every fresh 4 KiB page, so a
-multi-megabyte temporary allocated on every call costs more than the arithmetic done in it.  The
-convolution therefore writes its columns into one buffer per name, allocated once and reused, and
-processes the batch in chunks of images whose columns fit in :func:`budget` bytes (16 MiB by
-default; at least one image).  The memory the columns take is bounded by the budget whatever the
-batch size; a larger budget means fewer, larger matrix multiplies.
+A training step on this kind of machine pays ~1.5 µs for every fresh 4 KiB page, and glibc hands
+large freed arrays back to the OS, so an array allocated on every step is paid for page by page:
+over a thousand page faults per LeNet-5 step, a quarter of its time.  Two remedies live here.
 
-Buffers are per thread (two threads never share one) and per array module (NumPy / CuPy) and
-dtype.  Nothing here is visible in results: a buffer's contents are only ever read back by the
-call that wrote them.
+Scratch buffers (:func:`buffer`): the convolution writes its im2col columns, its padded input and
+its col2im sums into one buffer per name, allocated once and reused.  It processes the batch in
+chunks of images whose columns fit in :func:`budget` bytes (4 MiB by default, at least one image):
+the columns take that much memory whatever the batch size, and chunks that fit in the caches ran
+faster than whole-batch GEMMs when measured (bench/).  A buffer's contents are only read back by
+the call that wrote them.
+
+Recycled arrays (:func:`empty`): layer outputs and gradients come from a pool of arrays of the
+same shape allocated in earlier steps.  An array is handed out again only when nothing else
+refers to it: its reference count (CPython's ``sys.getrefcount``) shows that the pool alone holds
+it, so no caller, view or cache can see it change.  Anything a caller keeps (an activation map
+saved for a plot, a view of it) is never reused.  The pool keeps at most :func:`pool_limit` bytes
+of arrays (least recently used go first); small arrays (< 64 KiB) and CuPy arrays (CuPy has its
+own memory pool) are plain allocations.
+
+Both are per thread and per array module and dtype; :func:`clear` frees them.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
+from collections import OrderedDict
 from typing import Any
 
-DEFAULT_BUDGET = 16 * 2**20  # bytes of im2col columns per chunk of the batch
+import numpy as np
 
-_state = {"budget": DEFAULT_BUDGET}
+DEFAULT_BUDGET = 4 * 2**20  # bytes of im2col columns per chunk of the batch
+DEFAULT_POOL_LIMIT = 128 * 2**20  # bytes of recycled arrays kept
+POOL_MIN_BYTES = 64 * 2**10  # smaller arrays come from malloc's own free lists
+
+_state = {"budget": DEFAULT_BUDGET, "pool_limit": DEFAULT_POOL_LIMIT}
 _local = threading.local()
 
 
@@ -37,10 +53,23 @@ def set_budget(nbytes: int) -> None:
     clear()
 
 
+def pool_limit() -> int:
+    """Bytes of recycled arrays the pool may keep (0: no pool)."""
+    return _state["pool_limit"]
+
+
+def set_pool_limit(nbytes: int) -> None:
+    """Set the pool's size in bytes (0 turns recycling off); frees the pooled arrays."""
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
+        raise ValueError(f"pool limit must be an int >= 0 (bytes), got {nbytes!r}")
+    _state["pool_limit"] = nbytes
+    clear()
+
+
 def chunk_size(n: int, bytes_per_image: int) -> int:
     """Images per chunk: as many as fit in the budget (at least 1), spread evenly over the batch.
 
-    64 images of 295 KiB columns with a 16 MiB budget: 56 fit, so 2 chunks of 32.
+    64 images of 295 KiB columns with a 4 MiB budget: 13 fit, so 5 chunks of 13.
     """
     if n <= 1:
         return 1
@@ -49,18 +78,23 @@ def chunk_size(n: int, bytes_per_image: int) -> int:
     return -(-n // chunks)
 
 
-def buffer(name: str, shape: tuple[int, ...], dtype: Any, xp: Any) -> Any:
-    """A C-contiguous array of ``shape`` on the named reused buffer; contents are undefined.
-
-    The buffer grows to the largest request seen; a later request reuses its first bytes.
-    """
-    pool = getattr(_local, "pool", None)
-    if pool is None:
-        pool = _local.pool = {}
+def _size(shape: tuple[int, ...]) -> int:
     size = 1
     for s in shape:
         size *= int(s)
-    key = (name, xp.__name__, str(dtype))
+    return size
+
+
+def buffer(name: str, shape: tuple[int, ...], dtype: Any, xp: Any) -> Any:
+    """A C-contiguous array of ``shape`` on the named scratch buffer; contents are undefined.
+
+    The buffer grows to the largest request seen; a later request reuses its first bytes.
+    """
+    pool = getattr(_local, "buffers", None)
+    if pool is None:
+        pool = _local.buffers = {}
+    size = _size(shape)
+    key = (name, xp.__name__, str(np.dtype(dtype)))
     flat = pool.get(key)
     if flat is None or flat.size < size:
         pool.pop(key, None)  # free the old one before allocating the new one
@@ -68,12 +102,95 @@ def buffer(name: str, shape: tuple[int, ...], dtype: Any, xp: Any) -> Any:
     return flat[:size].reshape(shape)
 
 
+# ---------------------------------------------------------------------------------------------
+# recycled arrays
+
+
+def _free_refcount() -> int | None:
+    """sys.getrefcount of a pooled array that only the pool holds, as seen in :func:`_take`
+    (None where there is no reference count, e.g. PyPy: then nothing is recycled)."""
+    if not hasattr(sys, "getrefcount"):
+        return None
+    probe = [np.empty(1)]
+    for a in probe:
+        return sys.getrefcount(a)
+    return None
+
+
+_FREE = _free_refcount()
+
+
+def _take(arrays: list) -> Any:
+    """A free array of the list, or None."""
+    for a in arrays:
+        if sys.getrefcount(a) <= _FREE:  # only the pool's list holds it
+            return a
+    return None
+
+
+def empty(shape: tuple[int, ...], dtype: Any, xp: Any = np, channels_last: bool = False) -> Any:
+    """An array of ``shape`` with undefined contents, recycled when one is free (see above).
+
+    ``channels_last`` (4-D shapes only): the (N, C, H, W) result is a view of (N, H, W, C) memory.
+    """
+    shape = tuple(int(s) for s in shape)
+    if channels_last and len(shape) == 4:
+        n, c, h, w = shape
+        return empty((n, h, w, c), dtype, xp).transpose(0, 3, 1, 2)
+    dtype = np.dtype(dtype)
+    nbytes = _size(shape) * dtype.itemsize
+    limit = _state["pool_limit"]
+    if xp is not np or _FREE is None or nbytes < POOL_MIN_BYTES or nbytes > limit:
+        return xp.empty(shape, dtype=dtype)
+    pool = getattr(_local, "arrays", None)
+    if pool is None:
+        pool = _local.arrays = OrderedDict()
+        _local.pooled_bytes = 0
+    key = (shape, dtype.str)
+    arrays = pool.get(key)
+    if arrays:
+        a = _take(arrays)
+        if a is not None:
+            pool.move_to_end(key)
+            return a
+    _make_room(pool, nbytes, limit)
+    a = np.empty(shape, dtype=dtype)
+    if _local.pooled_bytes + nbytes <= limit:
+        pool.setdefault(key, []).append(a)
+        pool.move_to_end(key)
+        _local.pooled_bytes += nbytes
+    return a
+
+
+def _make_room(pool: OrderedDict, nbytes: int, limit: int) -> None:
+    """Drop free arrays, least recently used shapes first, until nbytes more fit the limit."""
+    if _local.pooled_bytes + nbytes <= limit:
+        return
+    for key in list(pool):
+        arrays = pool[key]
+        for a in list(arrays):
+            if sys.getrefcount(a) <= _FREE + 1:  # the list and this loop's copy of it
+                arrays.remove(a)
+                _local.pooled_bytes -= a.nbytes
+        if not arrays:
+            del pool[key]
+        if _local.pooled_bytes + nbytes <= limit:
+            return
+
+
 def clear() -> None:
-    """Free this thread's buffers (they are reallocated on the next call that needs them)."""
-    _local.pool = {}
+    """Free this thread's scratch buffers and pooled arrays (callers keep what they hold)."""
+    _local.buffers = {}
+    _local.arrays = OrderedDict()
+    _local.pooled_bytes = 0
 
 
 def nbytes() -> int:
-    """Bytes this thread's buffers hold now."""
-    pool = getattr(_local, "pool", None) or {}
+    """Bytes this thread's scratch buffers hold now."""
+    pool = getattr(_local, "buffers", None) or {}
     return int(sum(a.nbytes for a in pool.values()))
+
+
+def pooled_nbytes() -> int:
+    """Bytes of arrays this thread's pool keeps (in use or free)."""
+    return int(getattr(_local, "pooled_bytes", 0))

@@ -61,7 +61,7 @@ def close(ours: Any, ref: Any, dtype: Any, what: str) -> None:
 def conv_cases(draw: st.DrawFn) -> dict:
     groups = draw(st.sampled_from([1, 1, 1, 2]))
     cin = groups * draw(st.sampled_from([1, 2, 3, 5, 8]))
-    cout = groups * draw(st.integers(1, 6))
+    cout = groups * draw(st.sampled_from([1, 2, 5, 8, 16]))  # 16 and up: channels-last output
     k = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
     stride = draw(st.sampled_from([(1, 1), (1, 1), (2, 2), (1, 2), (3, 1)]))
     dilation = draw(st.sampled_from([(1, 1), (1, 1), (2, 1), (2, 2)]))
@@ -187,6 +187,8 @@ def test_chunks_fit_the_budget() -> None:
     try:
         workspace.set_budget(16 * 2**20)
         assert workspace.chunk_size(64, 295 * 2**10) == 32  # 55 fit: 2 chunks of 32
+        workspace.set_budget(4 * 2**20)
+        assert workspace.chunk_size(64, 295 * 2**10) == 13  # 13 fit: 5 chunks of 13
         assert workspace.chunk_size(64, 64) == 64
         assert workspace.chunk_size(3, 100 * 2**20) == 1  # at least one image
         assert workspace.chunk_size(0, 10) == 1
@@ -346,3 +348,53 @@ def test_import_convscope_stays_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]", f"import convscope also imported {out}"
+
+
+# ---------------------------------------------------------------------------------------------
+# recycled arrays
+
+
+def test_outputs_kept_by_the_caller_are_never_recycled() -> None:
+    """Steps recycle the arrays nobody holds; what a caller keeps (an output, a view of an
+    activation, a gradient) stays as it was."""
+    rng = np.random.default_rng(0)
+    net = cs.Sequential(cs.Conv2D(None, 16, 3, padding=1), cs.ReLU(), cs.MaxPool2D(2),
+                        cs.Conv2D(None, 16, 3, padding=1), cs.ReLU(), cs.MaxPool2D(2),
+                        cs.Flatten(), cs.Linear(None, 3), input_shape=(3, 16, 16), seed=0)
+    x = rng.standard_normal((32, 3, 16, 16)).astype(np.float32)
+    kept = [net.layers[0].forward(x), net.layers[1].forward(net.layers[0].forward(x))[:, :2]]
+    out = net.forward(x)
+    dx = net.backward(np.ones_like(out))
+    kept += [out, dx]
+    copies = [k.copy() for k in kept]
+    for _ in range(3):
+        net.forward(rng.standard_normal(x.shape).astype(np.float32))
+        net.backward(rng.standard_normal(out.shape).astype(np.float32))
+    for k, c in zip(kept, copies):
+        np.testing.assert_array_equal(k, c)
+
+
+def test_free_arrays_are_recycled_and_the_pool_is_bounded() -> None:
+    a = workspace.empty((300, 300), np.float32)
+    address = a.__array_interface__["data"][0]
+    del a
+    b = workspace.empty((300, 300), np.float32)
+    assert b.__array_interface__["data"][0] == address  # the same memory again
+    c = workspace.empty((300, 300), np.float32)  # b is held: a new array
+    assert not np.shares_memory(b, c)
+    cl = workspace.empty((2, 3, 100, 100), np.float32, channels_last=True)
+    assert cl.shape == (2, 3, 100, 100) and cl.transpose(0, 2, 3, 1).flags.c_contiguous
+    old = workspace.pool_limit()
+    try:
+        workspace.set_pool_limit(2**20)
+        keep = [workspace.empty((512, 256), np.float32) for _ in range(5)]  # 512 KiB each
+        assert workspace.pooled_nbytes() <= 2**20
+        assert len({k.__array_interface__["data"][0] for k in keep}) == 5
+    finally:
+        workspace.set_pool_limit(old)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, None])
+def test_pool_limit_rejects_bad_values(bad: Any) -> None:
+    with pytest.raises(ValueError, match="pool limit must be an int >= 0"):
+        workspace.set_pool_limit(bad)

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from .. import workspace
 from ..backend import grad_enabled, xp_of
 from .base import Array, Layer
+
+
+def _channels_last(x: Array) -> bool:
+    """Whether a 4-D x keeps its channels innermost in memory (its copies should too)."""
+    s = x.strides
+    return x.ndim == 4 and x.shape[1] > 1 and abs(s[1]) <= min(abs(s[2]), abs(s[3]))
 
 _ANY = (1, 2, 3, 4, 5)
 
@@ -17,12 +24,18 @@ class ReLU(Layer):
     def forward(self, x: Array) -> Array:
         self._check(x, _ANY, "(N, ...)")
         xp = xp_of(x)
-        y = xp.maximum(x, 0)
+        cl = _channels_last(x)
+        y = xp.maximum(x, 0, out=workspace.empty(x.shape, x.dtype, xp, cl))
+        if not grad_enabled():
+            return self._keep(None, y)
         # the gradient passes where y != 0: x > 0, and NaN (as in PyTorch)
-        return self._keep(xp.not_equal(y, 0) if grad_enabled() else None, y)
+        return self._keep(xp.not_equal(y, 0, out=workspace.empty(x.shape, bool, xp, cl)), y)
 
     def backward(self, dy: Array) -> Array:
-        return dy * self._take(dy)
+        mask = self._take(dy)
+        xp = xp_of(dy)
+        out = workspace.empty(mask.shape, dy.dtype, xp, _channels_last(mask))  # forward's layout
+        return xp.multiply(dy, mask, out=out)
 
 
 class LeakyReLU(Layer):
