@@ -17,6 +17,7 @@ import json
 import os
 import secrets
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -48,9 +49,21 @@ class CommandError(ValueError):
     """A user error found by a subcommand: printed as one line, exit status 1."""
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter):
+class _Formatter(argparse.HelpFormatter):
+    """Wraps the description and epilog paragraph by paragraph; indented lines (examples) stay."""
+
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=32, width=min(100, _terminal_width()))
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        lines = []
+        for line in text.splitlines():
+            if not line.strip() or line.startswith(" "):
+                lines.append(indent + line)
+            else:
+                lines.extend(textwrap.wrap(line, width, initial_indent=indent,
+                                           subsequent_indent=indent + " " * 2 * (":" in line[:14])))
+        return "\n".join(lines)
 
 
 def _terminal_width() -> int:
@@ -68,12 +81,12 @@ def _say(msg: str) -> None:
 # train
 
 TRAIN_DEFAULTS: dict[str, Any] = {
-    "data": "digits", "arch": "lenet5", "epochs": 12, "batch_size": 64, "optimizer": "adam",
+    "data": "digits", "arch": "lenet5", "epochs": 40, "batch_size": 64, "optimizer": "adam",
     "lr": None, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "schedule": "cosine",
-    "step_size": 0, "gamma": 0.1, "warmup": 0.0, "min_lr": 0.0, "label_smoothing": 0.0,
+    "step_size": 0, "gamma": 0.1, "warmup": 0.0, "min_lr": 0.0, "label_smoothing": 0.1,
     "patience": None, "val_fraction": 0.1, "augment": "auto", "seed": None, "limit": None,
     "data_dir": None, "download": True}
-DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3}
+DEFAULT_LR = {"sgd": 0.02, "adam": 3e-3, "adamw": 3e-3}
 #: What ``--augment auto`` means for the known datasets (others: no augmentation).
 AUTO_AUGMENT = {"digits": "crop=2", "mnist": "crop=2", "fashion-small": "crop=2+flip",
                 "fashion-mnist": "crop=2+flip", "cifar10": "crop=4+flip"}
@@ -117,7 +130,7 @@ def _train_parser(sub: Any) -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  convscope train                                  # lenet5 on the bundled digits\n"
         "  convscope train --data fashion-small --arch fashion --epochs 20\n"
-        "  convscope train --arch my_net.json --optimizer sgd --lr 0.05 --seed 1\n"
+        "  convscope train --arch my_net.json --optimizer sgd --lr 0.02 --seed 1\n"
         "  convscope train --resume runs/lenet5-digits-20250101-120000\n\n"
         "datasets: digits, fashion-small (bundled, no download); mnist, fashion-mnist, cifar10 "
         "(found in --data-dir, $CONVSCOPE_DATA, ~/.cache/convscope or /usr/share/datasets, "
@@ -149,7 +162,7 @@ def _train_parser(sub: Any) -> argparse.ArgumentParser:
                    help=f"sgd (with --momentum), adam, or adamw (decoupled weight decay) "
                    f"(default: {d['optimizer']})")
     g.add_argument("--lr", type=float, metavar="RATE",
-                   help="learning rate (default: 0.001 for adam and adamw, 0.05 for sgd)")
+                   help="learning rate (default: 0.003 for adam and adamw, 0.02 for sgd)")
     g.add_argument("--momentum", type=float, metavar="M", help=f"SGD momentum (default: {d['momentum']})")
     g.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum (SGD)")
     g.add_argument("--weight-decay", type=float, metavar="WD",
@@ -320,9 +333,13 @@ def _train_run(args: argparse.Namespace) -> int:
              f"{config.optimizer} lr {config.lr:g} ({config.schedule}), {config.epochs} epochs of "
              f"{config.batch_size}, augment {augment}, seed {config.seed}")
         _say(f"run folder: {run_dir}")
+    has_checkpoint = (run_dir / "checkpoint.safetensors").is_file()
+    if resuming and not has_checkpoint and not quiet:
+        _say("no checkpoint was written before the run stopped: starting it over")
     try:
         with _thread_limit(args.threads):
-            result = trainer.fit(x_train, y_train, x_val, y_val, resume=resuming)
+            result = trainer.fit(x_train, y_train, x_val, y_val,
+                                 resume=resuming and has_checkpoint)
     except TrainingDiverged as exc:
         raise CommandError(f"{exc} (convscope train --lr {exc.suggested_lr:.3g})") from exc
     if result.status == "interrupted":

@@ -263,6 +263,15 @@ def test_resume_extends_and_refuses_changes(run: Path, tmp_path: Path, capsys) -
     assert json.loads((copy / "config.json").read_text())["settings"]["epochs"] == 3
 
 
+def test_resume_before_the_first_checkpoint_starts_over(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "r"
+    assert main(["train", "--epochs", "1", "--limit", "100", "--out", str(out), *FAST]) == 0
+    (out / "checkpoint.safetensors").unlink()  # as if killed during the first epoch
+    rc, stdout, err = _run(capsys, "train", "--resume", out)
+    assert rc == 0 and stdout.startswith("test accuracy: ")
+    assert "starting it over" in err
+
+
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
     end = time.time() + timeout
     while not path.exists():
