@@ -33,15 +33,18 @@ The array module comes from the input (NumPy or CuPy).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from . import workspace
 from .backend import xp_of
 from .shapes import Pads, Pair
 
 Array = Any
-SMALL_C = 4  # channels-first columns for channels-first inputs with at most this many channels
+SMALL_C = 6  # channels-first columns for channels-first inputs with at most this many channels
 WIDE_K = 16  # channels-last output from this many filters on (fewer: channels-first output)
 
 
@@ -96,11 +99,27 @@ def _is_channels_last(x: Array) -> bool:
 def make_plan(x: Array, w: Array, bias: bool, stride: Pair, pads: Pads, dilation: Pair,
               groups: int, out_hw: Pair, mode: str) -> Plan:
     """The layout for x (N, C, H, W) and w (K, C/G, kH, kW)."""
-    n, c, h, wd = x.shape
-    k, _, kh, kw = w.shape
+    c = x.shape[1]
     channels_first = c == 1 or (c <= SMALL_C and not _is_channels_last(x))
-    return Plan(n, c, h, wd, k, kh, kw, tuple(stride), tuple(dilation), pads, tuple(out_hw),
-                groups, mode, channels_first, bool(bias) and groups == 1, k >= WIDE_K)
+    return _plan(tuple(x.shape), tuple(w.shape), bool(bias), tuple(stride), pads,
+                 tuple(dilation), groups, tuple(out_hw), mode, channels_first)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(x_shape: tuple, w_shape: tuple, bias: bool, stride: Pair, pads: Pads, dilation: Pair,
+          groups: int, out_hw: Pair, mode: str, channels_first: bool) -> Plan:
+    n, c, h, wd = x_shape
+    k, _, kh, kw = w_shape
+    return Plan(n, c, h, wd, k, kh, kw, stride, dilation, pads, out_hw, groups, mode,
+                channels_first, bias and groups == 1, k >= WIDE_K)
+
+
+def _strided(a: Array, shape: tuple[int, ...], strides: tuple[int, ...]) -> Array:
+    """A strided view of a (NumPy's as_strided, ten times faster on a C-contiguous NumPy array:
+    small batches spend their time in such overheads)."""
+    if type(a) is np.ndarray and a.flags.c_contiguous:
+        return np.ndarray(shape, a.dtype, a, 0, strides)
+    return xp_of(a).lib.stride_tricks.as_strided(a, shape, strides)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,11 +180,10 @@ def _columns(src: Array, p: Plan) -> Array:
     oh, ow = p.out_hw
     (sh, sw), (dh, dw) = p.stride, p.dilation
     nc, m = src.shape[0], src.shape[0] * oh * ow
-    as_strided = xp.lib.stride_tricks.as_strided
     if p.channels_first:
         s_n, s_c, s_h, s_w = src.strides
-        view = as_strided(src, (p.c, p.kh, p.kw, nc, oh, ow),
-                          (s_c, dh * s_h, dw * s_w, s_n, sh * s_h, sw * s_w))
+        view = _strided(src, (p.c, p.kh, p.kw, nc, oh, ow),
+                        (s_c, dh * s_h, dw * s_w, s_n, sh * s_h, sw * s_w))
         buf = workspace.buffer("cols", (p.width, m), src.dtype, xp)
         buf[:p.width - p.bias_col].reshape(view.shape)[...] = view
         if p.bias_col:
@@ -173,13 +191,13 @@ def _columns(src: Array, p: Plan) -> Array:
         return buf
     g, cg = p.groups, p.c // p.groups
     s_n, s_h, s_w, s_c = src.strides
-    view = as_strided(src, (nc, oh, ow, g, p.kh, p.kw, cg),
-                      (s_n, sh * s_h, sw * s_w, cg * s_c, dh * s_h, dw * s_w, s_c))
+    view = _strided(src, (nc, oh, ow, g, p.kh, p.kw, cg),
+                    (s_n, sh * s_h, sw * s_w, cg * s_c, dh * s_h, dw * s_w, s_c))
     buf = workspace.buffer("cols", (m, p.width), src.dtype, xp)
     e = buf.itemsize
     d = p.width
-    target = as_strided(buf, view.shape, (oh * ow * d * e, ow * d * e, d * e, p.depth * e,
-                                          p.kw * cg * e, cg * e, e))
+    target = _strided(buf, view.shape, (oh * ow * d * e, ow * d * e, d * e, p.depth * e,
+                                        p.kw * cg * e, cg * e, e))
     target[...] = view
     if p.bias_col:
         buf[:, -1] = 1
@@ -199,7 +217,7 @@ def _weight_matrix(w: Array, b: Array | None, p: Plan) -> Array:
     wm = w if p.channels_first else w.transpose(0, 2, 3, 1)
     wm = xp.ascontiguousarray(wm).reshape(g, p.k // g, p.depth)
     if p.bias_col:
-        wm = xp.concatenate([wm, b.reshape(1, p.k, 1).astype(w.dtype)], axis=2)
+        wm = xp.concatenate([wm, b.reshape(1, p.k, 1).astype(w.dtype, copy=False)], axis=2)
     return wm
 
 

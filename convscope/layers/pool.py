@@ -46,6 +46,15 @@ class _Pool2D(Layer):
                                      "padding or dilation, or a larger input")
         return c, oh, ow
 
+    def _out_hw(self, x: Array) -> tuple[int, int]:
+        """(OH, OW) for x, checked once per input shape and configuration."""
+        key = (x.shape[1:], self.kernel_size, self.stride, self.pads, self.dilation,
+               self.ceil_mode, self.fit)
+        memo = self.__dict__.get("_shape_memo")
+        if memo is None or memo[0] != key:
+            memo = self._shape_memo = (key, self.output_shape(tuple(x.shape[1:]))[1:])
+        return memo[1]
+
     def __repr__(self) -> str:
         kh, kw = self.kernel_size
         opts = [f"{kh}x{kw}"]
@@ -68,7 +77,7 @@ class MaxPool2D(_Pool2D):
 
     def forward(self, x: Array) -> Array:
         self._check(x, (4,), "(N, C, H, W)")
-        _, oh, ow = self.output_shape(tuple(x.shape[1:]))
+        oh, ow = self._out_hw(x)
         y, cache = F.maxpool2d_forward(x, self.kernel_size, self.stride, self.pads, self.dilation,
                                        (oh, ow), keep=grad_enabled())
         return self._keep(cache, y)
@@ -91,7 +100,7 @@ class AvgPool2D(_Pool2D):
 
     def forward(self, x: Array) -> Array:
         self._check(x, (4,), "(N, C, H, W)")
-        _, oh, ow = self.output_shape(tuple(x.shape[1:]))
+        oh, ow = self._out_hw(x)
         y, cache = F.avgpool2d_forward(x, self.kernel_size, self.stride, self.pads, (oh, ow),
                                        self.count_include_pad)
         return self._keep(cache, y)
