@@ -170,7 +170,8 @@ def _make_room(pool: OrderedDict, nbytes: int, limit: int) -> None:
         arrays = pool[key]
         for a in list(arrays):
             if sys.getrefcount(a) <= _FREE + 1:  # the list and this loop's copy of it
-                arrays.remove(a)
+                del arrays[next(i for i, b in enumerate(arrays) if b is a)]  # by identity:
+                # list.remove compares with ==, which is ambiguous for arrays
                 _local.pooled_bytes -= a.nbytes
         if not arrays:
             del pool[key]
