@@ -33,7 +33,7 @@ class Case:
     torch: Callable[[], Any]
     flops: float = 0.0  # per call, for GFLOP/s
     images: int = 0  # per call, for images/s
-    gemm: Callable[[], Any] | None = None  # the bare GEMMs of the same shapes (NumPy)
+    gemm: Callable[[], Any] | None = None  # convscope's own GEMMs replayed alone (NumPy)
     gemm_flops: float = 0.0
     info: dict = field(default_factory=dict)
 
@@ -49,6 +49,56 @@ def _like(y: Any, values: np.ndarray) -> Any:
     return out
 
 
+def _where(t: np.ndarray) -> tuple:
+    """(id of the array owning t's memory, its size in bytes, t's byte offset in it, t's shape,
+    strides, dtype)."""
+    root = t
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    offset = t.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    return id(root), root.nbytes, offset, t.shape, t.strides, t.dtype
+
+
+def record_gemms(fn: Callable[[], Any]) -> list[tuple]:
+    """Where the operands and outputs of every ``np.matmul`` call ``fn`` makes lie in memory."""
+    calls: list[tuple] = []
+    real = np.matmul
+
+    def spy(a: Any, b: Any, out: Any = None, **kw: Any) -> Any:
+        result = real(a, b, out=out, **kw)
+        calls.append(tuple(_where(t) for t in (a, b, result)))
+        return result
+
+    np.matmul = spy
+    try:
+        fn()
+    finally:
+        np.matmul = real
+    return calls
+
+
+def replay(calls: list[tuple]) -> tuple[Callable[[], Any], float]:
+    """The same matrix multiplies on stand-in memory laid out the same way (one buffer for each
+    array the originals lived in, so reused workspaces are reused again): a convolution's GEMM
+    time with nothing else.  Also returns their floating-point operations."""
+    buffers: dict[int, np.ndarray] = {}
+    operands, flops = [], 0.0
+    for call in calls:
+        views = []
+        for root, nbytes, offset, shape, strides, dtype in call:
+            if root not in buffers:
+                buffers[root] = np.zeros(max(1, nbytes), np.uint8)  # zeros: no NaN, no denormals
+            views.append(np.ndarray(shape, dtype, buffers[root], offset, strides))
+        operands.append(views)
+        flops += 2.0 * float(np.prod(call[2][3])) * call[0][3][-1]
+
+    def run() -> None:
+        for a, b, out in operands:
+            np.matmul(a, b, out=out)
+
+    return run, flops
+
+
 def conv_cases(torch: Any, shape: tuple[int, ...], rng: np.random.Generator) -> list[Case]:
     """Forward, and forward+backward (input, weight and bias gradients), of one conv layer."""
     n, c, h, w, k, f, s, p = shape
@@ -61,18 +111,6 @@ def conv_cases(torch: Any, shape: tuple[int, ...], rng: np.random.Generator) -> 
     tx = torch.from_numpy(x.copy())
     _, oh, ow = layer.output_shape((c, h, w))
     macs = n * oh * ow * k * c * f * f
-    m, depth = n * oh * ow, c * f * f
-    a, b = _rand(rng, (m, depth)), _rand(rng, (depth, k))
-    yg, dyg = np.empty((m, k), np.float32), _rand(rng, (m, k))
-    dwg, dag = np.empty((k, depth), np.float32), np.empty((m, depth), np.float32)
-
-    def gemm_fwd() -> None:
-        np.matmul(a, b, out=yg)
-
-    def gemm_all() -> None:
-        np.matmul(a, b, out=yg)
-        np.matmul(dyg.T, a, out=dwg)
-        np.matmul(dyg, b.T, out=dag)
 
     def ours_fwd() -> Any:
         with cs.no_grad():
@@ -84,8 +122,9 @@ def conv_cases(torch: Any, shape: tuple[int, ...], rng: np.random.Generator) -> 
 
     label = f"conv {n}x{c}x{h}x{w} -> {k} {f}x{f}" + (f" s{s}" if s > 1 else "") + \
         (f" p{p}" if p else "")
+    gemm_fwd, gemm_fwd_flops = replay(record_gemms(ours_fwd))
     cases = [Case(label + " fwd", "conv-fwd", ours_fwd, torch_fwd, 2.0 * macs, gemm=gemm_fwd,
-                  gemm_flops=2.0 * macs, info={"shape": shape, "forward_gflop": 2e-9 * macs})]
+                  gemm_flops=gemm_fwd_flops, info={"shape": shape, "forward_gflop": 2e-9 * macs})]
     if shape in FORWARD_ONLY:
         return cases
     dy_values = _rand(rng, (n, k, oh, ow))
@@ -102,8 +141,9 @@ def conv_cases(torch: Any, shape: tuple[int, ...], rng: np.random.Generator) -> 
         tconv(txg).backward(tdy)
         return txg.grad
 
+    gemm_all, gemm_all_flops = replay(record_gemms(ours_fb))
     cases.append(Case(label + " fwd+bwd", "conv-fwdbwd", ours_fb, torch_fb, 6.0 * macs,
-                      gemm=gemm_all, gemm_flops=6.0 * macs,
+                      gemm=gemm_all, gemm_flops=gemm_all_flops,
                       info={"shape": shape, "forward_gflop": 2e-9 * macs}))
     return cases
 

@@ -67,12 +67,11 @@ class _BatchNorm(Layer):
         self.output_shape(tuple(x.shape[1:]))
         batch_stats = self.training or not self.track_running_stats
         if batch_stats:
-            axes = (0,) + tuple(range(2, x.ndim))
             m = x.size // x.shape[1]
             if self.training and m < 2:
                 raise ShapeError(f"{self!r}: training needs more than one value per channel to "
                                  f"compute a variance, got input shape {tuple(x.shape)}")
-            mean, var = x.mean(axis=axes), x.var(axis=axes)
+            mean, var = F.batchnorm_stats(x)
             if self.training and self.track_running_stats:
                 self._update_running(mean, var * (m / (m - 1)))
         else:
