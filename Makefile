@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make demo` (the main job) and `make test`.
+# Two commands on a fresh machine: `make demo` (the main job: train the default ConvNet on the
+# bundled digits) and `make test`.
 # Each creates and reuses the virtual environment .venv.
 PYTHON ?= python3
 VENV := .venv
@@ -16,7 +17,7 @@ $(VENV)/.test: pyproject.toml
 	touch $(VENV)/.run $@
 
 demo: $(VENV)/.run
-	$(PY) -m convscope.demo
+	$(VENV)/bin/convscope train
 
 test: $(VENV)/.test
 	$(PY) -m pytest -q
