@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from . import workspace
 from .backend import xp_of
 
 Array = Any
@@ -69,17 +70,23 @@ class SGD(Optimizer):
         self.nesterov, self.weight_decay = bool(nesterov), float(weight_decay)
 
     def _update(self, p: Array, g: Array, state: dict[str, Array]) -> None:
+        xp = xp_of(p)
+        tmp = workspace.empty(p.shape, p.dtype, xp)  # one recycled scratch array, no temporaries
         if self.weight_decay:
-            g = g + self.weight_decay * p
+            g = xp.add(g, xp.multiply(p, self.weight_decay, out=tmp), out=tmp)
         if self.momentum:
             buf = state.get("momentum_buffer")
             if buf is None:
                 buf = state["momentum_buffer"] = g.copy()
             else:
                 buf *= self.momentum
-                buf += (1 - self.dampening) * g
-            g = g + self.momentum * buf if self.nesterov else buf
-        p -= self.lr * g
+                buf += g if self.dampening == 0 else xp.multiply(g, 1 - self.dampening, out=tmp)
+            if self.nesterov:  # g may be tmp itself: a second scratch array
+                ahead = workspace.empty(p.shape, p.dtype, xp)
+                g = xp.add(g, xp.multiply(buf, self.momentum, out=ahead), out=ahead)
+            else:
+                g = buf
+        p -= xp.multiply(g, self.lr, out=tmp)
 
 
 class Adam(Optimizer):
@@ -105,12 +112,17 @@ class Adam(Optimizer):
         if "exp_avg" not in state:
             state["exp_avg"], state["exp_avg_sq"] = xp.zeros_like(p), xp.zeros_like(p)
         m, v = state["exp_avg"], state["exp_avg_sq"]
+        tmp = workspace.empty(p.shape, p.dtype, xp)  # recycled scratch arrays, no temporaries
+        denom = workspace.empty(p.shape, p.dtype, xp)
         m *= b1
-        m += (1 - b1) * g
+        m += xp.multiply(g, 1 - b1, out=tmp)
         v *= b2
-        v += (1 - b2) * g * g
-        denom = xp.sqrt(v) / math.sqrt(1 - b2 ** t) + self.eps
-        p -= (self.lr / (1 - b1 ** t)) * m / denom
+        v += xp.multiply(xp.multiply(g, 1 - b2, out=tmp), g, out=tmp)
+        xp.sqrt(v, out=denom)
+        denom /= math.sqrt(1 - b2 ** t)
+        denom += self.eps
+        step = xp.multiply(m, self.lr / (1 - b1 ** t), out=tmp)
+        p -= xp.divide(step, denom, out=tmp)
 
 
 class AdamW(Adam):

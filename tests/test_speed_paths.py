@@ -398,3 +398,30 @@ def test_free_arrays_are_recycled_and_the_pool_is_bounded() -> None:
 def test_pool_limit_rejects_bad_values(bad: Any) -> None:
     with pytest.raises(ValueError, match="pool limit must be an int >= 0"):
         workspace.set_pool_limit(bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# optimisers updating in place
+
+
+@pytest.mark.parametrize("name,options", [
+    ("SGD", dict(momentum=0.9, nesterov=True, weight_decay=0.1)),
+    ("SGD", dict(momentum=0.9, dampening=0.3, weight_decay=0.1)),
+    ("SGD", dict(momentum=0.5)), ("SGD", dict(weight_decay=0.2)), ("SGD", {}),
+    ("Adam", dict(weight_decay=0.1)), ("Adam", {}), ("AdamW", dict(weight_decay=0.1))])
+def test_in_place_optimisers_follow_torch(name: str, options: dict) -> None:
+    """The scratch arrays of the in-place updates never alias what they still need: every
+    combination of options steps as torch.optim does, on arrays large enough to be recycled."""
+    rng = np.random.default_rng(5)
+    p = rng.standard_normal((200, 150)).astype(np.float32)
+    g = np.zeros_like(p)
+    tp = torch.tensor(p.copy(), requires_grad=True)
+    lr = 0.1 if name == "SGD" else 0.01
+    opt = getattr(cs, name)([("w", p, g)], lr=lr, **options)
+    topt = getattr(torch.optim, name)([tp], lr=lr, **options)
+    for _ in range(4):
+        g[...] = rng.standard_normal(p.shape).astype(np.float32)
+        tp.grad = torch.tensor(g.copy())
+        opt.step()
+        topt.step()
+    np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-5, atol=1e-6)
