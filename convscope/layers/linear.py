@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .. import init as inits
+from .. import workspace
 from ..backend import xp_of
 from ..errors import ShapeError
 from ..shapes import linear_param_formula
@@ -21,7 +22,12 @@ class Flatten(Layer):
 
     def forward(self, x: Array) -> Array:
         self._check(x, (2, 3, 4, 5), "(N, ...)")
-        return self._keep(x.shape, x.reshape(x.shape[0], int(np.prod(x.shape[1:]))))  # N may be 0
+        flat = (x.shape[0], int(np.prod(x.shape[1:])))  # N may be 0
+        if x.flags.c_contiguous:
+            return self._keep(x.shape, x.reshape(flat))
+        y = workspace.empty(flat, x.dtype, xp_of(x))  # e.g. channels-last: a copy in C order
+        y.reshape(x.shape)[...] = x
+        return self._keep(x.shape, y)
 
     def backward(self, dy: Array) -> Array:
         return dy.reshape(self._take(dy))
@@ -85,7 +91,9 @@ class Linear(Layer):
                              f"{tuple(x.shape)}; put a Flatten() before it")
         self._check(x, (2,), f"(N, {self.in_features})")
         self.output_shape(tuple(x.shape[1:]))
-        y = x @ self.params["weight"].T
+        xp = xp_of(x)
+        w = self.params["weight"]
+        y = xp.matmul(x, w.T, out=workspace.empty((x.shape[0], w.shape[0]), x.dtype, xp))
         if self.use_bias:
             y += self.params["bias"]
         return self._keep(x, y)
@@ -94,10 +102,14 @@ class Linear(Layer):
         """dx = dy W;  dW = dyᵀ x;  db = sum of dy over the batch.  ``input_grad=False`` skips dx
         (returns None)."""
         x = self._take(dy)
-        self._add_grad("weight", dy.T @ x)
+        xp = xp_of(dy)
+        w = self.params["weight"]
+        self._add_grad("weight", xp.matmul(dy.T, x, out=workspace.empty(w.shape, w.dtype, xp)))
         if self.use_bias:
             self._add_grad("bias", dy.sum(axis=0))
-        return dy @ self.params["weight"] if input_grad else None
+        if not input_grad:
+            return None
+        return xp.matmul(dy, w, out=workspace.empty(x.shape, dy.dtype, xp))
 
     def param_formula(self) -> str:
         return linear_param_formula(self._built(), self.out_features, self.use_bias)
