@@ -403,8 +403,9 @@ def _evaluate_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", metavar="DIR", help="where the full datasets' files are")
     p.add_argument("--no-download", dest="download", action="store_false",
                    help="never download a dataset")
-    p.add_argument("--split", choices=("test", "train"), default="test",
-                   help="which split to evaluate (default: test)")
+    p.add_argument("--split", choices=("test", "train", "all"),
+                   help="which images to evaluate (default: test; all for an image folder "
+                   "without train/ and test/ sub-folders)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N images")
     p.add_argument("--batch-size", type=int, default=500, metavar="N",
                    help="images per forward pass (default: 500)")
@@ -447,7 +448,12 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     if tuple(ds.input_shape) != saved.input_shape:
         raise CommandError(f"{ds.name} images are {'x'.join(map(str, ds.input_shape))}, the "
                            f"model takes {'x'.join(map(str, saved.input_shape))}")
-    x, y = (ds.x_test, ds.y_test) if args.split == "test" else (ds.x_train, ds.y_train)
+    if args.split is None:
+        folder = Path(str(data))
+        args.split = "all" if folder.is_dir() and not (folder / "test").is_dir() else "test"
+    x, y = {"test": (ds.x_test, ds.y_test), "train": (ds.x_train, ds.y_train),
+            "all": (np.concatenate([ds.x_train, ds.x_test]),
+                    np.concatenate([ds.y_train, ds.y_test]))}[args.split]
     if args.limit:
         x, y = x[:args.limit], y[:args.limit]
     ev = evaluate(saved.model, x, y, normalizer=saved.normalization,
@@ -461,7 +467,9 @@ def _evaluate_run(args: argparse.Namespace) -> int:
                                                  for c, a in zip(saved.classes, per_class)},
                           "classes": saved.classes, "confusion": ev.confusion.tolist()}, indent=2))
         return 0
-    print(f"{ds.name} {args.split} split, {ev.total:,} images: accuracy {100 * ev.accuracy:.2f}% "
+    what = (f"{ds.name}, all {ev.total:,} images" if args.split == "all"
+            else f"{ds.name} {args.split} split, {ev.total:,} images")
+    print(f"{what}: accuracy {100 * ev.accuracy:.2f}% "
           f"({ev.correct:,}/{ev.total:,}), loss {ev.loss:.4f}")
     print("\nper-class accuracy:")
     counts = ev.confusion.sum(axis=1)

@@ -201,6 +201,22 @@ def test_evaluate_prints_accuracy_per_class_and_confusion(run: Path, capsys) -> 
     assert rc == 1 and "classes" in _one_error_line(err, "evaluate")
 
 
+def test_evaluate_an_image_folder_uses_all_its_images(run: Path, tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    ds = load_dataset("digits")
+    for d in range(10):  # three images of each class, 40x40: resized to the model's 28x28
+        folder = tmp_path / "imgs" / str(d)
+        folder.mkdir(parents=True)
+        for i in np.flatnonzero(ds.y_test == d)[:3]:
+            Image.fromarray(ds.x_test[i, 0]).resize((40, 40)).save(folder / f"{i}.png")
+    rc, out, err = _run(capsys, "evaluate", run / "model.safetensors", "--data",
+                        tmp_path / "imgs", "--json")
+    assert rc == 0, err
+    data = json.loads(out)
+    assert data["split"] == "all" and data["images"] == 30
+
+
 def test_predict_labels_image_files(run: Path, tmp_path: Path, capsys) -> None:
     from PIL import Image
 
