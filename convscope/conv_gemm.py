@@ -230,9 +230,9 @@ def conv_forward(x: Array, w: Array, b: Array | None, stride: Pair, pads: Pads, 
     """y[n, k] = sum over (c, i, j) of w[k, c, i, j] · xpad[n, c, s·oh + d·i, s·ow + d·j] + b[k].
 
     x (N, C, H, W) in any memory layout, w (K, C/G, kH, kW), b (K,) or None -> y (N, K, OH, OW),
-    in channels-last memory from 16 filters on (one GEMM per chunk), else channels-first (one
-    GEMM per image: the pooling after a conv with few filters runs faster on it).  The cache
-    holds x itself, not the columns.
+    in channels-last memory from 16 filters on, else channels-first (the pooling after a conv
+    with few filters runs faster on it; the GEMM's (K, n·OH·OW) result is copied into place).
+    One GEMM per chunk either way.  The cache holds x itself, not the columns.
     """
     xp = xp_of(x)
     p = make_plan(x, w, b is not None, stride, pads, dilation, groups, out_hw, mode)
@@ -251,13 +251,16 @@ def conv_forward(x: Array, w: Array, b: Array | None, stride: Pair, pads: Pads, 
     for n0 in range(0, p.n, nc):
         n1 = min(p.n, n0 + nc)
         buf = _columns(_chunk_source(x, full, n0, n1, p), p)
+        if not p.out_channels_last:  # (K, m) from one GEMM, then one copy into (n, K, OH·OW)
+            yt = workspace.buffer("yt", (p.k, (n1 - n0) * npos), x.dtype, xp)
         for gi in range(g):
             a = _group(buf, p, gi, True)  # (m, depth [+ 1])
             if p.out_channels_last:
                 xp.matmul(a, wm[gi].T, out=y2[n0 * npos:n1 * npos, gi * kg:(gi + 1) * kg])
-            else:  # per image: (K/G, depth) @ (depth, OH·OW)
-                per_image = a.reshape(n1 - n0, npos, a.shape[1]).transpose(0, 2, 1)
-                xp.matmul(wm[gi], per_image, out=y3[n0:n1, gi * kg:(gi + 1) * kg])
+            else:
+                xp.matmul(wm[gi], a.T, out=yt[gi * kg:(gi + 1) * kg])
+        if not p.out_channels_last:
+            y3[n0:n1] = yt.reshape(p.k, n1 - n0, npos).transpose(1, 0, 2)
     if b is not None and not p.bias_col:
         y += b.reshape(1, p.k, 1, 1) if not p.out_channels_last else b
     return (y.transpose(0, 3, 1, 2) if p.out_channels_last else y), (x, full, wm, p)
