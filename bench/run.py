@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
 
     torch.set_num_threads(args.threads)
-    result: dict[str, Any] = {"reps": reps, "quick": args.quick}
+    result: dict[str, Any] = {"reps": reps, "quick": args.quick, "load_before": _load()}
     with threadpool_limits(limits=args.threads, user_api="blas"):
         result["machine"] = m = machine(torch)
         log(f"convscope vs PyTorch {torch.__version__} on the CPU, float32; medians of {reps} "
@@ -333,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"  cold start, {name}: {cold[name]['median_ms']:.0f} ms")
         if "predict_error" in cold:
             log(f"  convscope predict: {cold['predict_error']}")
+    if result["load_before"] is not None and result["load_before"] > 0.5:
+        log(f"\nnote: the machine was busy before this run (1-minute load average "
+            f"{result['load_before']}): other processes shared the cores, figures are noisy")
     result["targets"] = targets(result)
     log("\ntargets (issue 6)")
     for t in result["targets"]:
@@ -344,6 +347,14 @@ def main(argv: list[str] | None = None) -> int:
     _write_json(args.json, result)
     log(f"\nwrote {args.json}")
     return 0
+
+
+def _load() -> float | None:
+    """The 1-minute load average (None where the OS does not tell)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def _coldstart(reps: int) -> dict:
