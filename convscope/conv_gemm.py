@@ -277,44 +277,64 @@ def _tap_weights(w: Array, p: Plan) -> Array:
     return xp_of(w).ascontiguousarray(wt).reshape(g, p.kh * p.kw, kg, cg)
 
 
-def _input_grad_chunk(dyt: Array, w: Array, wm: Array, p: Plan, nc: int) -> Array:
-    """dx of one chunk, padded: (nc, C, Hp, Wp), from its dY as a (K, nc·OH·OW) matrix.
+def _tap_ranges(out: int, taps: int, stride: int, dilation: int, offset: int, size: int
+                ) -> list[tuple[slice, slice] | None]:
+    """For each tap i along one axis: (output slice, target slice) of the outputs whose input
+    o·stride + i·dilation - offset lands inside [0, size); None when none does (padding only)."""
+    ranges = []
+    for i in range(taps):
+        a = i * dilation - offset  # output o reads input o·stride + a
+        lo = max(0, -(a // stride))  # ceil(-a / stride)
+        hi = min(out, (size - 1 - a) // stride + 1)
+        if hi <= lo:
+            ranges.append(None)
+            continue
+        start = lo * stride + a
+        ranges.append((slice(lo, hi), slice(start, start + (hi - lo - 1) * stride + 1, stride)))
+    return ranges
 
-    dcols = dY W, then col2im: kH·kW strided slice-adds into a zeroed buffer.  Channels-last,
-    dcols is computed tap by tap, (kH·kW, nc·OH·OW, C): each tap's block then adds into the
-    image as rows of OW·C contiguous numbers, not C at a time.  Both reuse the columns buffer.
+
+def _input_grad_chunk(dyt: Array, w: Array, wm: Array, p: Plan, target: Array,
+                      offset: Pair) -> None:
+    """Add one chunk's input gradient into ``target`` (nc, C, T_h, T_w), zeroed by the caller,
+    whose pixel (0, 0) is (offset) in the padded input; dY of the chunk is a (K, nc·OH·OW)
+    matrix.  Gradients that land in the padding are dropped (zero padding), so the target is
+    dx itself, or the padded dx for the other padding modes.
+
+    dcols = dY W, then col2im: kH·kW strided slice-adds (never np.add.at).  Channels-last, dcols
+    is computed tap by tap, (kH·kW, nc·OH·OW, C/G): each tap's block adds into the image as rows
+    of OW·C contiguous numbers, not C at a time.  Both reuse the columns buffer.
     """
     xp = xp_of(dyt)
     dtype = dyt.dtype
+    nc = target.shape[0]
     oh, ow = p.out_hw
-    (sh, sw), (dh, dw) = p.stride, p.dilation
-    hp, wp = p.padded_hw
     g, kg, cg = p.groups, p.k // p.groups, p.c // p.groups
     m = nc * oh * ow
-    hs = [slice(i * dh, i * dh + sh * (oh - 1) + 1, sh) for i in range(p.kh)]
-    ws = [slice(j * dw, j * dw + sw * (ow - 1) + 1, sw) for j in range(p.kw)]
+    rows = _tap_ranges(oh, p.kh, p.stride[0], p.dilation[0], offset[0], target.shape[2])
+    cols = _tap_ranges(ow, p.kw, p.stride[1], p.dilation[1], offset[1], target.shape[3])
     if p.channels_first:
         dcols = workspace.buffer("cols", (g, p.depth, m), dtype, xp)
         for gi in range(g):
             xp.matmul(wm[gi, :, :p.depth].T, dyt[gi * kg:(gi + 1) * kg], out=dcols[gi])
         d6 = dcols.reshape(p.c, p.kh, p.kw, nc, oh, ow)
-        dx = workspace.buffer("dxpad", (p.c, nc, hp, wp), dtype, xp)
-        dx[...] = 0
-        for i in range(p.kh):
-            for j in range(p.kw):
-                dx[:, :, hs[i], ws[j]] += d6[:, i, j]
-        return dx.transpose(1, 0, 2, 3)
+        dst = target.transpose(1, 0, 2, 3)  # (C, nc, T_h, T_w)
+        for i, r in enumerate(rows):
+            for j, c in enumerate(cols):
+                if r is not None and c is not None:
+                    dst[:, :, r[1], c[1]] += d6[:, i, j, :, r[0], c[0]]
+        return
     wt = _tap_weights(w, p)
     taps = workspace.buffer("cols", (p.kh * p.kw, m, cg), dtype, xp)
     t6 = taps.reshape(p.kh, p.kw, nc, oh, ow, cg)
-    dx = workspace.buffer("dxpad", (nc, hp, wp, g, cg), dtype, xp)
-    dx[...] = 0
+    dst = target.transpose(0, 2, 3, 1)  # (nc, T_h, T_w, C)
     for gi in range(g):
         xp.matmul(dyt[gi * kg:(gi + 1) * kg].T[None], wt[gi], out=taps)
-        for i in range(p.kh):
-            for j in range(p.kw):
-                dx[:, hs[i], ws[j], gi] += t6[i, j]
-    return dx.reshape(nc, hp, wp, p.c).transpose(0, 3, 1, 2)
+        chans = slice(gi * cg, (gi + 1) * cg)
+        for i, r in enumerate(rows):
+            for j, c in enumerate(cols):
+                if r is not None and c is not None:
+                    dst[:, r[1], c[1], chans] += t6[i, j, :, r[0], c[0]]
 
 
 def _dy_matrix(dy: Array) -> Array:
@@ -351,7 +371,9 @@ def conv_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
     dx = dxfull = None
     if need_dx:
         dx = workspace.empty((p.n, p.c, p.h, p.w), dy.dtype, xp, not p.channels_first)
-        dxfull = None if full is None else xp.empty(full.shape, dtype=dy.dtype)
+        if full is not None:  # the padding's gradient folds back onto the image at the end
+            dxfull = workspace.empty(full.shape, dy.dtype, xp, not p.channels_first)
+        target, offset = (dx, (p.pads[0][0], p.pads[1][0])) if full is None else (dxfull, (0, 0))
     for n0 in range(0, p.n, nc):
         n1 = min(p.n, n0 + nc)
         buf = _columns(_chunk_source(x, full, n0, n1, p), p)
@@ -366,12 +388,8 @@ def conv_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
                 dwm[gi] += part
         if dx is None:
             continue
-        dpad = _input_grad_chunk(cols_t, w, wm, p, n1 - n0)  # reuses the columns buffer
-        if dxfull is not None:
-            dxfull[n0:n1] = dpad
-        else:
-            (t, _), (l, _) = p.pads
-            dx[n0:n1] = dpad[:, :, t:t + p.h, l:l + p.w]
+        target[n0:n1] = 0
+        _input_grad_chunk(cols_t, w, wm, p, target[n0:n1], offset)  # reuses the columns buffer
     if dxfull is not None:
         from .functional import unpad2d  # noqa: PLC0415 - functional imports this module
 
