@@ -14,6 +14,8 @@ import numpy as np
 
 def xp_of(*arrays: Any) -> Any:
     """The array namespace (``numpy`` or ``cupy``) of the first array given."""
+    if len(arrays) == 1 and type(arrays[0]) is np.ndarray:  # the common case, fast
+        return np
     for a in arrays:
         if a is not None and type(a).__module__.split(".")[0] == "cupy":
             import cupy  # noqa: PLC0415 - only when a CuPy array is actually passed

@@ -24,6 +24,7 @@ Both are per thread and per array module and dtype; :func:`clear` frees them.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 from collections import OrderedDict
@@ -79,10 +80,7 @@ def chunk_size(n: int, bytes_per_image: int) -> int:
 
 
 def _size(shape: tuple[int, ...]) -> int:
-    size = 1
-    for s in shape:
-        size *= int(s)
-    return size
+    return int(math.prod(shape))
 
 
 def buffer(name: str, shape: tuple[int, ...], dtype: Any, xp: Any) -> Any:
@@ -94,7 +92,7 @@ def buffer(name: str, shape: tuple[int, ...], dtype: Any, xp: Any) -> Any:
     if pool is None:
         pool = _local.buffers = {}
     size = _size(shape)
-    key = (name, xp.__name__, str(np.dtype(dtype)))
+    key = (name, xp.__name__, np.dtype(dtype))
     flat = pool.get(key)
     if flat is None or flat.size < size:
         pool.pop(key, None)  # free the old one before allocating the new one
@@ -133,15 +131,15 @@ def empty(shape: tuple[int, ...], dtype: Any, xp: Any = np, channels_last: bool 
 
     ``channels_last`` (4-D shapes only): the (N, C, H, W) result is a view of (N, H, W, C) memory.
     """
-    shape = tuple(int(s) for s in shape)
     if channels_last and len(shape) == 4:
         n, c, h, w = shape
         return empty((n, h, w, c), dtype, xp).transpose(0, 3, 1, 2)
     dtype = np.dtype(dtype)
-    nbytes = _size(shape) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     limit = _state["pool_limit"]
-    if xp is not np or _FREE is None or nbytes < POOL_MIN_BYTES or nbytes > limit:
+    if nbytes < POOL_MIN_BYTES or xp is not np or _FREE is None or nbytes > limit:
         return xp.empty(shape, dtype=dtype)
+    shape = tuple(int(s) for s in shape)
     pool = getattr(_local, "arrays", None)
     if pool is None:
         pool = _local.arrays = OrderedDict()
