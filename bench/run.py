@@ -322,6 +322,10 @@ def main(argv: list[str] | None = None) -> int:
         log(HEADER)
         log("-" * len(HEADER))
         result["cases"] = run_cases(torch, select_cases(torch, args.only), reps, warmup, log)
+        for row in result["cases"]:  # each conv's rate against the square GEMM too
+            if "gflops_convscope" in row and row["group"].startswith("conv"):
+                row["fraction_of_square_gemm"] = (row["gflops_convscope"]
+                                                  / result["gemm_2048"]["gflops"])
     log("-" * len(HEADER))
     log("GEMM: the bare NumPy GEMMs of the same shapes, as a share of the conv's time")
     if args.only is None and not args.no_memory:
