@@ -24,9 +24,10 @@ How it is laid out, each choice measured on a 2-core AVX-512 machine with OpenBL
   rebuilds it from the input, chunk by chunk.  The layer keeps a reference to its input, as
   PyTorch does, so an input changed in place before backward changes the weight gradient.
 * The input gradient is dcols = dY W and col2im: F·F strided slice-adds (never
-  ``np.add.at``).  Channels-last, dcols is computed tap by tap so that each add runs over rows of
-  OW·C contiguous numbers (measured faster than both the plain layout, whose adds run C numbers
-  at a time, and than computing dx as a convolution of dY with the flipped filters).
+  ``np.add.at``) straight into dx, clipped to the image (measured faster than computing dx as a
+  convolution of dY with the flipped filters).
+* Few BLAS calls: one GEMM per chunk and pass.  Each call is a point where BLAS's threads wait
+  for each other, which costs little on an idle machine and a scheduler time slice on a busy one.
 
 The array module comes from the input (NumPy or CuPy).
 """
@@ -270,13 +271,6 @@ def conv_forward(x: Array, w: Array, b: Array | None, stride: Pair, pads: Pads, 
 # backward
 
 
-def _tap_weights(w: Array, p: Plan) -> Array:
-    """Filters as (G, kH·kW, K/G, C/G): one (K/G, C/G) matrix per filter tap."""
-    g, kg, cg = p.groups, p.k // p.groups, p.c // p.groups
-    wt = w.reshape(g, kg, cg, p.kh, p.kw).transpose(0, 3, 4, 1, 2)
-    return xp_of(w).ascontiguousarray(wt).reshape(g, p.kh * p.kw, kg, cg)
-
-
 def _tap_ranges(out: int, taps: int, stride: int, dilation: int, offset: int, size: int
                 ) -> list[tuple[slice, slice] | None]:
     """For each tap i along one axis: (output slice, target slice) of the outputs whose input
@@ -301,9 +295,10 @@ def _input_grad_chunk(dyt: Array, w: Array, wm: Array, p: Plan, target: Array,
     matrix.  Gradients that land in the padding are dropped (zero padding), so the target is
     dx itself, or the padded dx for the other padding modes.
 
-    dcols = dY W, then col2im: kH·kW strided slice-adds (never np.add.at).  Channels-last, dcols
-    is computed tap by tap, (kH·kW, nc·OH·OW, C/G): each tap's block adds into the image as rows
-    of OW·C contiguous numbers, not C at a time.  Both reuse the columns buffer.
+    dcols = dY W in one GEMM per group, then col2im: kH·kW strided slice-adds (never
+    np.add.at), into the columns buffer.  (Computing dcols tap by tap, kH·kW GEMMs, made the
+    adds faster on an idle machine but each GEMM a point where the two BLAS threads wait for
+    each other: on a machine shared with other work that cost 10x.)
     """
     xp = xp_of(dyt)
     dtype = dyt.dtype
@@ -324,17 +319,16 @@ def _input_grad_chunk(dyt: Array, w: Array, wm: Array, p: Plan, target: Array,
                 if r is not None and c is not None:
                     dst[:, :, r[1], c[1]] += d6[:, i, j, :, r[0], c[0]]
         return
-    wt = _tap_weights(w, p)
-    taps = workspace.buffer("cols", (p.kh * p.kw, m, cg), dtype, xp)
-    t6 = taps.reshape(p.kh, p.kw, nc, oh, ow, cg)
+    dcols = workspace.buffer("cols", (m, p.depth), dtype, xp)
+    d6 = dcols.reshape(nc, oh, ow, p.kh, p.kw, cg)
     dst = target.transpose(0, 2, 3, 1)  # (nc, T_h, T_w, C)
     for gi in range(g):
-        xp.matmul(dyt[gi * kg:(gi + 1) * kg].T[None], wt[gi], out=taps)
+        xp.matmul(dyt[gi * kg:(gi + 1) * kg].T, wm[gi, :, :p.depth], out=dcols)
         chans = slice(gi * cg, (gi + 1) * cg)
         for i, r in enumerate(rows):
             for j, c in enumerate(cols):
                 if r is not None and c is not None:
-                    dst[:, r[1], c[1], chans] += t6[i, j, :, r[0], c[0]]
+                    dst[:, r[1], c[1], chans] += d6[:, r[0], c[0], i, j]
 
 
 def _dy_matrix(dy: Array) -> Array:

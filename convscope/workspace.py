@@ -6,10 +6,12 @@ over a thousand page faults per LeNet-5 step, a quarter of its time.  Two remedi
 
 Scratch buffers (:func:`buffer`): the convolution writes its im2col columns, its padded input and
 its col2im sums into one buffer per name, allocated once and reused.  It processes the batch in
-chunks of images whose columns fit in :func:`budget` bytes (4 MiB by default, at least one image):
-the columns take that much memory whatever the batch size, and chunks that fit in the caches ran
-faster than whole-batch GEMMs when measured (bench/).  A buffer's contents are only read back by
-the call that wrote them.
+chunks of images whose columns fit in :func:`budget` bytes (8 MiB by default, at least one image):
+the columns take that much memory whatever the batch size.  Measured (bench/): chunks that fit
+in the caches run faster than whole-batch GEMMs (2-4 MiB best on one idle core), while every
+chunk is one more point where BLAS's threads wait for each other, which is costly when other
+work shares the cores (8 MiB best there); 8 MiB is the compromise.  A buffer's contents are only
+read back by the call that wrote them.
 
 Recycled arrays (:func:`empty`): layer outputs and gradients come from a pool of arrays of the
 same shape allocated in earlier steps.  An array is handed out again only when nothing else
@@ -32,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_BUDGET = 4 * 2**20  # bytes of im2col columns per chunk of the batch
+DEFAULT_BUDGET = 8 * 2**20  # bytes of im2col columns per chunk of the batch
 DEFAULT_POOL_LIMIT = 128 * 2**20  # bytes of recycled arrays kept
 POOL_MIN_BYTES = 64 * 2**10  # smaller arrays come from malloc's own free lists
 
@@ -70,7 +72,7 @@ def set_pool_limit(nbytes: int) -> None:
 def chunk_size(n: int, bytes_per_image: int) -> int:
     """Images per chunk: as many as fit in the budget (at least 1), spread evenly over the batch.
 
-    64 images of 295 KiB columns with a 4 MiB budget: 13 fit, so 5 chunks of 13.
+    64 images of 295 KiB columns with an 8 MiB budget: 27 fit, so 3 chunks of 22.
     """
     if n <= 1:
         return 1
