@@ -47,8 +47,9 @@ def _model_and_image(folder: Path) -> tuple[Path, Path]:
     return Path(model), image
 
 
-def measure(reps: int, root: str) -> dict:
-    """Timings of the three commands, run from ``root`` (where ``convscope`` imports from)."""
+def measure(reps: int, root: str, warm: bool = True) -> dict:
+    """Timings of the three commands, run from ``root`` (where ``convscope`` imports from);
+    ``warm``: run each once first, untimed (file cache)."""
     py = sys.executable
     commands = {"import torch": [py, "-c", "import torch"],
                 "import convscope": [py, "-c", "import convscope"]}
@@ -59,7 +60,7 @@ def measure(reps: int, root: str) -> dict:
             commands["convscope predict"] = [py, "-c", PREDICT, "predict", str(model), str(image)]
         except Exception as exc:  # noqa: BLE001 - report, do not stop the benchmark
             out["predict_error"] = f"{type(exc).__name__}: {exc}"
-        for cmd in commands.values():  # warm the file cache
+        for cmd in commands.values() if warm else ():  # warm the file cache
             _run(cmd, root)
         times: dict[str, list[float]] = {name: [] for name in commands}
         for r in range(reps):

@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only is None and not args.no_memory:
         result["memory"] = run_memory(args.threads, log)
     if args.only is None and not args.no_coldstart:
-        result["coldstart"] = cold = _coldstart(3 if args.quick else 7)
+        result["coldstart"] = cold = _coldstart(2 if args.quick else 7, warm=not args.quick)
         for name in ("import torch", "import convscope", "convscope predict"):
             if name in cold:
                 log(f"  cold start, {name}: {cold[name]['median_ms']:.0f} ms")
@@ -361,7 +361,7 @@ def _load() -> float | None:
         return None
 
 
-def _coldstart(reps: int) -> dict:
+def _coldstart(reps: int, warm: bool) -> dict:
     from .coldstart import measure
 
-    return measure(reps, str(ROOT))
+    return measure(reps, str(ROOT), warm)
