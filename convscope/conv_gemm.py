@@ -288,8 +288,7 @@ def _tap_ranges(out: int, taps: int, stride: int, dilation: int, offset: int, si
     return ranges
 
 
-def _input_grad_chunk(dyt: Array, w: Array, wm: Array, p: Plan, target: Array,
-                      offset: Pair) -> None:
+def _input_grad_chunk(dyt: Array, wm: Array, p: Plan, target: Array, offset: Pair) -> None:
     """Add one chunk's input gradient into ``target`` (nc, C, T_h, T_w), zeroed by the caller,
     whose pixel (0, 0) is (offset) in the padded input; dY of the chunk is a (K, nc·OH·OW)
     matrix.  Gradients that land in the padding are dropped (zero padding), so the target is
@@ -383,7 +382,7 @@ def conv_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
         if dx is None:
             continue
         target[n0:n1] = 0
-        _input_grad_chunk(cols_t, w, wm, p, target[n0:n1], offset)  # reuses the columns buffer
+        _input_grad_chunk(cols_t, wm, p, target[n0:n1], offset)  # reuses the columns buffer
     if dxfull is not None:
         from .functional import unpad2d  # noqa: PLC0415 - functional imports this module
 
