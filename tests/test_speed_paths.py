@@ -1,11 +1,11 @@
 """The fast paths of issue 6 against PyTorch and against the textbook im2col they replaced.
 
 Covers what the general parity tests do not aim at: every memory layout of the input and of the
-upstream gradient (channels-first, channels-last, strided, reversed), the channels-first column
-path for few-channel images, the ones column that carries the bias, the stride-1 input gradient
-computed as a convolution and its col2im fallback, chunking of the batch over a small
-workspace, max-pool ties and NaN, the ReLU mask, ``input_grad=False``, and float32 staying
-float32 everywhere.
+upstream gradient (channels-first, channels-last, strided, reversed), both column layouts and
+both output layouts of the convolution, the ones column that carries the bias, col2im clipped to
+the image (padding wider than the filter included), chunking of the batch over a small
+workspace, max-pool ties and NaN, the ReLU mask, ``input_grad=False``, recycled arrays never
+reused while someone holds them, in-place optimisers, and float32 staying float32 everywhere.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import convscope as cs
 from convscope import conv_gemm, functional as F, workspace
-from convscope.shapes import conv_output_shape, normalize_padding
+from convscope.shapes import conv_output_shape
 
 BASE = settings.default.max_examples
 LAYOUTS = ("nchw", "channels_last", "strided", "reversed")
