@@ -35,6 +35,7 @@ class Case:
     images: int = 0  # per call, for images/s
     gemm: Callable[[], Any] | None = None  # convscope's own GEMMs replayed alone (NumPy)
     gemm_flops: float = 0.0
+    textbook: Callable[[], Any] | None = None  # the same work by the textbook im2col
     info: dict = field(default_factory=dict)
 
 
@@ -141,9 +142,17 @@ def conv_cases(torch: Any, shape: tuple[int, ...], rng: np.random.Generator) -> 
         tconv(txg).backward(tdy)
         return txg.grad
 
+    w, b = layer.params["weight"], layer.params["bias"]
+    args = (layer.stride, layer.pads, layer.dilation, 1, (oh, ow))
+    dy_nchw = np.ascontiguousarray(dy)
+
+    def textbook_fb() -> Any:  # the engine's im2col before issue 6 (functional.*_simple)
+        _, cache = cs.functional.conv2d_forward_simple(x, w, b, *args)
+        return cs.functional.conv2d_backward_simple(dy_nchw, w, cache)
+
     gemm_all, gemm_all_flops = replay(record_gemms(ours_fb))
     cases.append(Case(label + " fwd+bwd", "conv-fwdbwd", ours_fb, torch_fb, 6.0 * macs,
-                      gemm=gemm_all, gemm_flops=gemm_all_flops,
+                      gemm=gemm_all, gemm_flops=gemm_all_flops, textbook=textbook_fb,
                       info={"shape": shape, "forward_gflop": 2e-9 * macs}))
     return cases
 

@@ -113,6 +113,8 @@ def run_cases(torch: Any, selected: list[C.Case], reps: int, warmup: int, log: A
         fns = {"convscope": case.ours, "torch": case.torch}
         if case.gemm is not None:
             fns["gemm"] = case.gemm
+        if case.textbook is not None:
+            fns["textbook"] = case.textbook
         short = case.group == "infer"
         t = interleaved(fns, reps, warmup, min_seconds=0.002 if short else 0.0)
         row: dict[str, Any] = {"name": case.name, "group": case.group, **case.info,
@@ -124,6 +126,9 @@ def run_cases(torch: Any, selected: list[C.Case], reps: int, warmup: int, log: A
         if case.images:
             row["images_per_s_convscope"] = case.images / t["convscope"].median_ms * 1e3
             row["images_per_s_torch"] = case.images / t["torch"].median_ms * 1e3
+        if "textbook" in t:
+            row["textbook"] = t["textbook"].as_dict()
+            row["speedup_over_textbook"] = t["textbook"].median_ms / t["convscope"].median_ms
         if "gemm" in t:
             row["gemm"] = t["gemm"].as_dict()
             row["gemm_gflops"] = case.gemm_flops / t["gemm"].median_ms / 1e6
@@ -327,7 +332,11 @@ def main(argv: list[str] | None = None) -> int:
                 row["fraction_of_square_gemm"] = (row["gflops_convscope"]
                                                   / result["gemm_2048"]["gflops"])
     log("-" * len(HEADER))
-    log("GEMM: the bare NumPy GEMMs of the same shapes, as a share of the conv's time")
+    log("GEMM: convscope's own GEMMs, replayed alone, as a share of its time")
+    tb = [r for r in result["cases"] if "speedup_over_textbook" in r]
+    if tb:
+        log("conv fwd+bwd, convscope vs the textbook im2col (the engine before issue 6): "
+            + ", ".join(f"{r['speedup_over_textbook']:.1f}x" for r in tb) + " faster")
     if args.only is None and not args.no_memory:
         result["memory"] = run_memory(args.threads, log)
     if args.only is None and not args.no_coldstart:
