@@ -108,8 +108,9 @@ def buffer(name: str, shape: tuple[int, ...], dtype: Any, xp: Any) -> Any:
 
 def _free_refcount() -> int | None:
     """sys.getrefcount of a pooled array that only the pool holds, as seen in :func:`_take`
-    (None where there is no reference count, e.g. PyPy: then nothing is recycled)."""
-    if not hasattr(sys, "getrefcount"):
+    (None where reference counts are absent or not exact, PyPy or free-threaded CPython: then
+    nothing is recycled)."""
+    if not hasattr(sys, "getrefcount") or not getattr(sys, "_is_gil_enabled", lambda: True)():
         return None
     probe = [np.empty(1)]
     for a in probe:
