@@ -85,12 +85,12 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "lr": None, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "schedule": "cosine",
     "step_size": 0, "gamma": 0.1, "warmup": 0.0, "min_lr": 0.0, "label_smoothing": 0.1,
     "patience": None, "val_fraction": 0.1, "augment": "auto", "seed": None, "limit": None,
-    "data_dir": None, "download": True}
+    "data_dir": None, "download": True, "threads": 1}
 DEFAULT_LR = {"sgd": 0.02, "adam": 3e-3, "adamw": 3e-3}
 #: What ``--augment auto`` means for the known datasets (others: no augmentation).
-AUTO_AUGMENT = {"digits": "crop=2", "mnist": "crop=2", "fashion-small": "crop=2+flip",
-                "fashion-mnist": "crop=2+flip", "cifar10": "crop=4+flip"}
-_RESUMABLE = {"epochs"}  # settings that may change on --resume
+AUTO_AUGMENT = {"digits": "crop=2", "mnist": "crop=2", "fashion-small": "flip",
+                "fashion-mnist": "flip", "cifar10": "crop=4+flip"}
+_RESUMABLE = {"epochs", "threads"}  # settings that may change on --resume
 
 
 def parse_augment(spec: str) -> dict[str, Any] | None:
@@ -189,26 +189,35 @@ def _train_parser(sub: Any) -> argparse.ArgumentParser:
     g.add_argument("--resume", metavar="DIR",
                    help="continue the run in DIR (its checkpoint and settings; --epochs may raise "
                    "the total)")
-    g.add_argument("--threads", type=int, metavar="N",
-                   help="BLAS threads for the matrix products (default: the library's, usually one "
-                   "per core; 1 is faster when other jobs share the cores; needs threadpoolctl)")
+    _add_threads(g)
     g.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     return p
 
 
+def _add_threads(group: Any) -> None:
+    group.add_argument("--threads", type=int, metavar="N",
+                       help="BLAS threads for the matrix products; 0: the BLAS library's own "
+                       "choice, one per core (default: 1: a small ConvNet's matrices gain little "
+                       "from more, and more threads slow down badly when other jobs share the "
+                       "cores; needs threadpoolctl)")
+
+
 def _thread_limit(threads: int | None, check_only: bool = False) -> Any:
-    """A context that limits the BLAS threads to ``threads`` (None: no limit)."""
-    if threads is None:
+    """A context that limits the BLAS threads: ``threads`` (None: 1 where threadpoolctl is
+    installed; 0: no limit).  ``check_only`` validates without applying."""
+    if threads is not None and threads < 0:
+        raise CommandError(f"--threads must be >= 0, got {threads}")
+    if threads == 0:
         return contextlib.nullcontext()
-    if threads < 1:
-        raise CommandError(f"--threads must be >= 1, got {threads}")
     try:
         from threadpoolctl import threadpool_limits  # noqa: PLC0415 - optional
     except ImportError:
+        if threads is None:
+            return contextlib.nullcontext()
         raise CommandError("--threads needs threadpoolctl: pip install threadpoolctl") from None
     if check_only:  # threadpool_limits applies the limit as soon as it is made
         return contextlib.nullcontext()
-    return threadpool_limits(limits=threads, user_api="blas")
+    return threadpool_limits(limits=threads or 1, user_api="blas")
 
 
 def _explicit(args: argparse.Namespace) -> dict[str, Any]:
@@ -234,8 +243,9 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], Path, bool]:
         for k, v in given.items():
             if k not in _RESUMABLE and saved.get(k) != v:
                 raise CommandError(f"--{k.replace('_', '-')} {v} differs from the run being "
-                                   f"resumed ({saved.get(k)}); only --epochs can change")
-        settings = {**saved, **{k: v for k, v in given.items() if k in _RESUMABLE}}
+                                   f"resumed ({saved.get(k)}); only --epochs and --threads can change")
+        settings = {**TRAIN_DEFAULTS, **saved,
+                    **{k: v for k, v in given.items() if k in _RESUMABLE}}
         return settings, run_dir, True
     settings = {**TRAIN_DEFAULTS, **given}
     if settings["seed"] is None:
@@ -275,7 +285,7 @@ def _train_run(args: argparse.Namespace) -> int:
 
     s, run_dir, resuming = _settings(args)
     _check_settings(s)
-    _thread_limit(args.threads, check_only=True)  # fail now, not after the data loads
+    _thread_limit(s["threads"], check_only=True)  # fail now, not after the data loads
     t_start = time.perf_counter()
     arch_name = resolve_architecture(s["arch"])[0]  # a bad --arch fails before the data loads
     augment = s["augment"]
@@ -337,18 +347,18 @@ def _train_run(args: argparse.Namespace) -> int:
     if resuming and not has_checkpoint and not quiet:
         _say("no checkpoint was written before the run stopped: starting it over")
     try:
-        with _thread_limit(args.threads):
+        with _thread_limit(s["threads"]):
             result = trainer.fit(x_train, y_train, x_val, y_val,
                                  resume=resuming and has_checkpoint)
     except TrainingDiverged as exc:
         raise CommandError(f"{exc} (convscope train --lr {exc.suggested_lr:.3g})") from exc
     if result.status == "interrupted":
-        where = (f"epoch {trainer.epoch + 1}, batch {trainer.batch}" if trainer.batch
-                 else f"epoch {trainer.epoch}")
-        _say(f"interrupted; checkpoint saved after {where}; continue with: convscope train "
+        where = (f"at batch {trainer.batch} of epoch {trainer.epoch + 1}" if trainer.batch
+                 else f"after epoch {trainer.epoch}")
+        _say(f"interrupted; checkpoint saved {where}; continue with: convscope train "
              f"--resume {run_dir}")
         return 130
-    with _thread_limit(args.threads):
+    with _thread_limit(s["threads"]):
         test = trainer.evaluate(x_test, y_test)
     results = {"test_accuracy": test.accuracy, "test_loss": test.loss, "test_correct": test.correct,
                "test_images": test.total, "status": result.status, "epochs": result.epochs,
@@ -410,6 +420,7 @@ def _evaluate_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=500, metavar="N",
                    help="images per forward pass (default: 500)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    _add_threads(p)
     p.add_argument("--confusion", metavar="PNG",
                    help="also draw the confusion matrix into PNG (default: confusion-<split>.png "
                    "next to a model in a run folder)")
@@ -432,6 +443,7 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     from .io import load_model  # noqa: PLC0415
     from .train import evaluate  # noqa: PLC0415
 
+    _thread_limit(args.threads, check_only=True)
     saved = load_model(args.model)
     data = args.data or saved.metadata.get("dataset")
     if not data:
@@ -456,8 +468,9 @@ def _evaluate_run(args: argparse.Namespace) -> int:
                     np.concatenate([ds.y_train, ds.y_test]))}[args.split]
     if args.limit:
         x, y = x[:args.limit], y[:args.limit]
-    ev = evaluate(saved.model, x, y, normalizer=saved.normalization,
-                  num_classes=len(saved.classes), batch_size=args.batch_size)
+    with _thread_limit(args.threads):
+        ev = evaluate(saved.model, x, y, normalizer=saved.normalization,
+                      num_classes=len(saved.classes), batch_size=args.batch_size)
     per_class = ev.per_class_accuracy
     _confusion_png(args, ev, saved.classes, f"{ds.name} {args.split} split")
     if args.json:
@@ -526,6 +539,7 @@ def _predict_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
                    help="invert grey levels (default: auto, by the background)")
     p.add_argument("--json", action="store_true", help="print the predictions as JSON")
+    _add_threads(p)
     return p
 
 
@@ -552,6 +566,7 @@ def _predict_run(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise CommandError(f"--top-k must be >= 1, got {args.top_k}")
+    _thread_limit(args.threads, check_only=True)
     saved = load_model(args.model)
     paths = _expand_images(args.images)
     failed = 0
@@ -560,7 +575,8 @@ def _predict_run(args: argparse.Namespace) -> int:
         try:
             if not path.exists():
                 raise DataError(f"{path}: no such image file")
-            (pred,) = saved.predict_files([path], args.top_k, args.fit, args.invert)
+            with _thread_limit(args.threads):
+                (pred,) = saved.predict_files([path], args.top_k, args.fit, args.invert)
         except DataError as exc:
             _say(f"convscope predict: error: {exc}")
             failed += 1

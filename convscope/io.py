@@ -229,9 +229,8 @@ class SavedModel:
         """Class probabilities (N, classes) of uint8 images (N, C, H, W): softmax of the scores."""
         shape = tuple(images.shape[1:])
         if images.ndim != 4 or shape != self.input_shape:
-            raise ModelFileError(f"the model takes images of shape (N, "
-                                 f"{', '.join(map(str, self.input_shape))}), got "
-                                 f"{tuple(images.shape)}")
+            raise ValueError(f"the model takes images of shape (N, "
+                             f"{', '.join(map(str, self.input_shape))}), got {tuple(images.shape)}")
         scores = self.model.predict(self.preprocess(images), batch_size).astype(np.float64)
         scores -= scores.max(axis=1, keepdims=True)
         e = np.exp(scores)

@@ -92,6 +92,7 @@ def test_no_command_prints_help_and_fails(capsys) -> None:
     (["train", "--data", "nosuch-data", "--epochs", "1"], "train", "unknown dataset 'nosuch-data'"),
     (["train", "--limit", "0"], "train", "--limit must be >= 1, got 0"),
     (["train", "--lr", "-1", "--limit", "20"], "train", "lr must be"),
+    (["train", "--threads", "-1"], "train", "--threads must be >= 0, got -1"),
     (["summary", "lenet5", "--input-shape", "28x28"], "summary", "three positive numbers"),
 ])
 def test_errors_are_one_line(capsys, tmp_path: Path, monkeypatch, argv, command, pattern) -> None:
@@ -328,3 +329,19 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path: Path) -> None:
     assert "Traceback" not in err
     assert f"continue with: convscope train --resume {tmp_path / 'r'}" in err
     assert (tmp_path / "r" / "checkpoint.safetensors").is_file()
+
+
+def test_blas_threads_default_to_one() -> None:
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from convscope.cli import _thread_limit
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    with _thread_limit(None):
+        assert set(blas_threads()) == {1}
+    with _thread_limit(0):
+        assert blas_threads() == before
+    assert blas_threads() == before

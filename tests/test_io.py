@@ -301,6 +301,12 @@ def test_predict_huge_tiny_jpeg_and_odd_modes(digit_model, tmp_path: Path) -> No
             assert 0 < sum(pred.probabilities) <= 1 + 1e-9
 
 
+def test_predict_proba_refuses_other_shapes(saved) -> None:
+    path, _ = saved
+    with pytest.raises(ValueError, match=r"takes images of shape \(N, 1, 8, 8\), got \(2, 1, 9, 9\)"):
+        load_model(path).predict_proba(np.zeros((2, 1, 9, 9), np.uint8))
+
+
 def test_predict_refuses_bad_files(digit_model, tmp_path: Path) -> None:
     from convscope.data import DataError
 
