@@ -37,8 +37,8 @@ import numpy as np
 from .backend import no_grad
 from .data import Augment, BatchLoader, Normalizer
 from .data.batches import to_float
-from .io import (CHECKPOINT_FORMAT, ModelFileError, atomic_write, read_safetensors, save_model,
-                 write_safetensors)
+from .io import (CHECKPOINT_FORMAT, ModelFileError, atomic_write, estimate_background,
+                 read_safetensors, save_model, write_safetensors)
 from .layers import Dropout
 from .losses import CrossEntropyLoss
 from .model import Sequential
@@ -489,6 +489,9 @@ class Trainer:
                                      f"{self.data_info['val']} validation images; now "
                                      f"{data_info['train']} and {data_info['val']})")
         self.data_info = data_info
+        if "background" not in self.model_info and x_train.dtype == np.uint8:
+            # the training images' border grey: predict() inverts photos of the opposite kind
+            self.model_info["background"] = estimate_background(x_train)
         loader = BatchLoader(x_train, y_train, cfg.batch_size, seed=cfg.seed,
                              normalizer=self.normalizer,
                              augment=Augment.from_dict(cfg.augment) if cfg.augment else None)

@@ -171,6 +171,7 @@ def test_training_learns_and_logs_each_epoch(tmp_path: Path) -> None:
 
 def test_best_model_is_kept_and_saved(tmp_path: Path) -> None:
     x, y = _data(200)
+    x[:, :, [0, -1], :] = x[:, :, :, [0, -1]] = 0  # black borders, as in MNIST
     xv, yv = _data(60, seed=9)
     trainer = _trainer(tmp_path, epochs=5, lr=0.05)  # a high rate: validation goes up and down
     result = trainer.fit(x, y, xv, yv)
@@ -179,6 +180,7 @@ def test_best_model_is_kept_and_saved(tmp_path: Path) -> None:
     assert result.best_epoch == best["epoch"]
     assert [m["epoch"] for m in hist if m["best"]][-1] == best["epoch"]
     saved = load_model(tmp_path / "model.safetensors")
+    assert saved.background == 0  # the border grey of the training images, for predict()
     for k, v in trainer.model.state_dict().items():  # the model holds the best weights
         np.testing.assert_array_equal(saved.model.state_dict()[k], v)
     assert evaluate(trainer.model, xv, yv, normalizer=trainer.normalizer).accuracy == \
