@@ -681,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="convscope", formatter_class=_Formatter,
         description="ConvNets from scratch on NumPy: train, evaluate and inspect image "
         "classifiers.",
-        epilog="main job:  convscope train   (lenet5 on the bundled digits, about a minute)\n"
+        epilog="main job:  convscope train   (lenet5 on the bundled digits: about 98% in under a minute)\n"
         "then:      convscope predict runs/<run>/model.safetensors your_digit.png\n"
         "Run 'convscope <command> --help' for each command's options.")
     parser.add_argument("--version", action="version", version=f"convscope {__version__}")
