@@ -17,8 +17,10 @@ threadpoolctl and ``torch.set_num_threads``):
 * the peak memory of a training step (fresh process per library, see :mod:`bench.memory`);
 * cold starts: ``import torch``, ``import convscope``, ``convscope predict MODEL image.png``.
 
-Every time is the median of interleaved repetitions after warm-up, with its min-max.  The ratio
-is convscope's median over PyTorch's: below 1, convscope is faster.
+Every time is the median of interleaved repetitions after warm-up, with its min-max; each timed
+call follows an untimed call of the same function, so each library is timed with its own
+threads warm and the other's idle (:mod:`bench.timing`).  The ratio is convscope's median over
+PyTorch's: below 1, convscope is faster.
 """
 
 from __future__ import annotations
@@ -307,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     reps = args.reps or (5 if args.quick else 25)
-    warmup = 1 if args.quick else 3
+    warmup = 1 if args.quick else 2
 
     def log(line: str) -> None:
         print(line, flush=True)

@@ -1,4 +1,10 @@
-"""Interleaved timing: contestants take turns, so a noisy neighbour slows them alike."""
+"""Interleaved timing: contestants take turns, so a noisy neighbour slows them alike.
+
+Each timed call comes right after an untimed call of the same function (``settle``): two
+libraries in one process each keep a pool of threads that spin for a while after their work, and
+without it one library's call would be timed while the other's threads still hold the cores.
+Settled, each is timed as in its own training loop: its threads warm, the other's idle.
+"""
 
 from __future__ import annotations
 
@@ -33,9 +39,11 @@ class Timing:
 
 
 def interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2,
-                min_seconds: float = 0.0) -> dict[str, Timing]:
+                min_seconds: float = 0.0, gap: float = 0.0, settle: bool = True
+                ) -> dict[str, Timing]:
     """Time each function ``reps`` times, taking turns (the order flips every round), after
-    ``warmup`` untimed rounds; garbage collection is off while timing.
+    ``warmup`` untimed rounds; garbage collection is off while timing.  ``settle``: an untimed
+    call before each timed one (see above); ``gap``: seconds to sleep before each.
 
     With ``min_seconds``, a very short function is called several times per repetition (the
     same count for every contestant) and the mean per call is recorded.
@@ -59,6 +67,10 @@ def interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2
         for r in range(reps):
             for name in (names if r % 2 == 0 else names[::-1]):
                 fn = fns[name]
+                if gap:
+                    time.sleep(gap)
+                if settle:  # one untimed call first: its own threads warm, the other's idle
+                    fn()
                 t0 = time.perf_counter()
                 for _ in range(inner):
                     fn()
