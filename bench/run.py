@@ -18,7 +18,7 @@ threadpoolctl and ``torch.set_num_threads``):
 * cold starts: ``import torch``, ``import convscope``, ``convscope predict MODEL image.png``.
 
 Every time is the median of interleaved repetitions after warm-up, with its min-max; each timed
-call follows an untimed call of the same function, so each library is timed with its own
+call follows 5 ms of untimed calls of the same function, so each library is timed with its own
 threads warm and the other's idle (:mod:`bench.timing`).  The ratio is convscope's median over
 PyTorch's: below 1, convscope is faster.
 """
@@ -43,6 +43,12 @@ from .timing import Timing, interleaved
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = Path(__file__).resolve().parent / "last-run.json"
+
+# Seconds between contestants: OpenBLAS's idle threads keep spinning for about 0.1 s after a
+# GEMM (PyTorch's OpenMP threads about 3 ms) and meanwhile hold the cores the other library's
+# threads need (a 0.6 ms PyTorch conv took 24 ms right after convscope's GEMMs).  After the gap,
+# the untimed settle calls warm the library's own threads again (bench/timing.py).
+GAP = 0.11
 
 # targets of issue 6: ratios are convscope / PyTorch (medians)
 STEP_MAX = 1.5
@@ -108,8 +114,8 @@ def _ratio(a: Timing, b: Timing) -> float:
     return a.median_ms / b.median_ms
 
 
-def run_cases(torch: Any, selected: list[C.Case], reps: int, warmup: int, log: Any
-              ) -> list[dict]:
+def run_cases(torch: Any, selected: list[C.Case], reps: int, warmup: int, log: Any,
+              gap: float = 0.0, textbook: bool = True) -> list[dict]:
     rows = []
     for case in selected:
         fns = {"convscope": case.ours, "torch": case.torch}
@@ -118,7 +124,9 @@ def run_cases(torch: Any, selected: list[C.Case], reps: int, warmup: int, log: A
         if case.textbook is not None:
             fns["textbook"] = case.textbook
         short = case.group == "infer"
-        t = interleaved(fns, reps, warmup, min_seconds=0.002 if short else 0.0)
+        if not textbook:
+            fns.pop("textbook", None)
+        t = interleaved(fns, reps, warmup, min_seconds=0.002 if short else 0.0, gap=gap)
         row: dict[str, Any] = {"name": case.name, "group": case.group, **case.info,
                                "convscope": t["convscope"].as_dict(), "torch": t["torch"].as_dict(),
                                "ratio": _ratio(t["convscope"], t["torch"])}
@@ -281,7 +289,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer repetitions: under a minute")
     p.add_argument("--reps", type=int, default=None, help="repetitions per case (default 25, "
-                   "quick 5)")
+                   "quick 3)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="threads for both libraries (default: all cores)")
     p.add_argument("--only", default=None, help="only cases whose group contains this: conv, "
@@ -308,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench needs torch and threadpoolctl ({exc}); pip install torch threadpoolctl",
               file=sys.stderr)
         return 2
-    reps = args.reps or (5 if args.quick else 25)
+    reps = args.reps or (3 if args.quick else 25)
     warmup = 1 if args.quick else 2
 
     def log(line: str) -> None:
@@ -328,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             "GFLOP/s\n")
         log(HEADER)
         log("-" * len(HEADER))
-        result["cases"] = run_cases(torch, select_cases(torch, args.only), reps, warmup, log)
+        result["cases"] = run_cases(torch, select_cases(torch, args.only), reps, warmup, log,
+                                    GAP, textbook=not args.quick)
         for row in result["cases"]:  # each conv's rate against the square GEMM too
             if "gflops_convscope" in row and row["group"].startswith("conv"):
                 row["fraction_of_square_gemm"] = (row["gflops_convscope"]

@@ -1,9 +1,10 @@
 """Interleaved timing: contestants take turns, so a noisy neighbour slows them alike.
 
-Each timed call comes right after an untimed call of the same function (``settle``): two
-libraries in one process each keep a pool of threads that spin for a while after their work, and
-without it one library's call would be timed while the other's threads still hold the cores.
-Settled, each is timed as in its own training loop: its threads warm, the other's idle.
+Two libraries in one process each keep a pool of threads that spin for a while after their
+work (OpenBLAS about 0.1 s, PyTorch's OpenMP threads about 3 ms here) and hold the cores the
+other's threads need.  So each timed call can follow a ``gap`` (the caller's choice: bench uses
+0.11 s) and untimed calls of the same function lasting at least ``settle`` seconds (5 ms): each
+library is timed as in its own training loop, its threads warm and the other's asleep.
 """
 
 from __future__ import annotations
@@ -39,11 +40,12 @@ class Timing:
 
 
 def interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2,
-                min_seconds: float = 0.0, gap: float = 0.0, settle: bool = True
+                min_seconds: float = 0.0, gap: float = 0.0, settle: float = 0.005
                 ) -> dict[str, Timing]:
     """Time each function ``reps`` times, taking turns (the order flips every round), after
-    ``warmup`` untimed rounds; garbage collection is off while timing.  ``settle``: an untimed
-    call before each timed one (see above); ``gap``: seconds to sleep before each.
+    ``warmup`` untimed rounds; garbage collection is off while timing.  ``settle``: seconds of
+    untimed calls before each timed one (at least one call; 0: none, see above); ``gap``:
+    seconds to sleep before each.
 
     With ``min_seconds``, a very short function is called several times per repetition (the
     same count for every contestant) and the mean per call is recorded.
@@ -69,8 +71,11 @@ def interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2
                 fn = fns[name]
                 if gap:
                     time.sleep(gap)
-                if settle:  # one untimed call first: its own threads warm, the other's idle
+                if settle:  # untimed calls first: its own threads warm, the other's idle
+                    until = time.perf_counter() + settle
                     fn()
+                    while time.perf_counter() < until:
+                        fn()
                 t0 = time.perf_counter()
                 for _ in range(inner):
                     fn()
