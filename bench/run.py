@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -357,9 +358,11 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"  cold start, {name}: {cold[name]['median_ms']:.0f} ms")
         if "predict_error" in cold:
             log(f"  convscope predict: {cold['predict_error']}")
-    if result["load_before"] is not None and result["load_before"] > 0.5:
-        log(f"\nnote: the machine was busy before this run (1-minute load average "
-            f"{result['load_before']}): other processes shared the cores, figures are noisy")
+    load = result["load_before"]
+    if load is not None and load["other_running_processes"] > 0:
+        log(f"\nnote: {load['other_running_processes']} other process(es) were running when this "
+            f"run started (1-minute load average {load['load_average_1min']}): they shared the "
+            "cores, figures are noisy")
     result["targets"] = targets(result)
     log("\ntargets (issue 6)")
     for t in result["targets"]:
@@ -373,12 +376,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _load() -> float | None:
-    """The 1-minute load average (None where the OS does not tell)."""
+def _load() -> dict | None:
+    """The 1-minute load average, and the processes running now besides this one (sampled a
+    few times over 0.5 s), or None where the OS does not tell."""
     try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
+        avg = round(os.getloadavg()[0], 2)
+        others = []
+        for _ in range(5):
+            running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+            others.append(max(0, running - 1))
+            time.sleep(0.1)
+    except (AttributeError, OSError, ValueError, IndexError):
         return None
+    return {"load_average_1min": avg, "other_running_processes": max(others)}
 
 
 def _coldstart(reps: int, warm: bool) -> dict:
