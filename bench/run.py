@@ -377,8 +377,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load() -> dict | None:
-    """The 1-minute load average, and the processes running now besides this one (sampled a
-    few times over 0.5 s), or None where the OS does not tell."""
+    """The 1-minute load average, and how many other processes kept running over 0.5 s (the
+    fewest of five samples), or None where the OS does not tell."""
     try:
         avg = round(os.getloadavg()[0], 2)
         others = []
@@ -388,7 +388,7 @@ def _load() -> dict | None:
             time.sleep(0.1)
     except (AttributeError, OSError, ValueError, IndexError):
         return None
-    return {"load_average_1min": avg, "other_running_processes": max(others)}
+    return {"load_average_1min": avg, "other_running_processes": min(others)}
 
 
 def _coldstart(reps: int, warm: bool) -> dict:
