@@ -394,6 +394,27 @@ def test_free_arrays_are_recycled_and_the_pool_is_bounded() -> None:
         workspace.set_pool_limit(old)
 
 
+def test_a_full_pool_evicts_free_arrays_of_other_shapes() -> None:
+    """Many shapes over a small limit: free arrays of the least recently used shapes make room
+    (removed by identity), held ones stay, and the pool never exceeds its limit."""
+    old = workspace.pool_limit()
+    try:
+        workspace.set_pool_limit(2**20)
+        held = workspace.empty((256, 256), np.float32)  # 256 KiB, kept all along
+        held[...] = 7
+        second = workspace.empty((256, 256), np.float32)  # same shape, freed: evicted later,
+        del second  # from behind a held array in its list
+        for i in range(40):
+            a = workspace.empty((128, 256 + 8 * i), np.float32)  # a new shape every time
+            a[...] = i
+            assert workspace.pooled_nbytes() <= 2**20
+            del a
+        assert (held == 7).all()
+        assert not np.shares_memory(held, workspace.empty((256, 256), np.float32))
+    finally:
+        workspace.set_pool_limit(old)
+
+
 @pytest.mark.parametrize("bad", [-1, 1.5, None])
 def test_pool_limit_rejects_bad_values(bad: Any) -> None:
     with pytest.raises(ValueError, match="pool limit must be an int >= 0"):
