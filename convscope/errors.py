@@ -1,4 +1,4 @@
-"""The exceptions convscope raises."""
+"""The exceptions convscope raises (every class lives here; old import paths re-export them)."""
 
 from __future__ import annotations
 
@@ -8,4 +8,15 @@ class ShapeError(ValueError):
 
     The message names the layer, the shape it got and the shape it needs, and where it is the
     lecture's arithmetic, the formula filled in.
+    """
+
+
+class ArchitectureError(ValueError):
+    """An architecture that cannot be built: unknown preset, layer type or key, bad value."""
+
+
+class UnsupportedLayer(TypeError):
+    """A layer a format cannot express: no ONNX export, no PyTorch mapping, not registered.
+
+    The message names the layer and the hook or registration that would make it work.
     """

@@ -39,7 +39,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import ShapeError
+from .errors import ArchitectureError, ShapeError
 from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dropout, Flatten,
                      GlobalAvgPool2D, Layer, LeakyReLU, Linear, MaxPool2D, ReLU, Sigmoid, Tanh)
 from .layers.base import float_dtype
@@ -52,9 +52,6 @@ __all__ = ["ArchitectureError", "PRESETS", "PRESET_INPUT_SHAPES", "list_presets"
            "load_architecture", "resolve_architecture", "build_model", "architecture_of",
            "parse_shape"]
 
-
-class ArchitectureError(ValueError):
-    """An architecture that cannot be built: unknown preset, layer type or key, bad value."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,16 +5,24 @@ the gradient wrt the input and *adds* the gradients wrt the parameters into ``la
 PyTorch accumulates ``.grad``; :meth:`zero_grad` clears them).  ``params``, ``grads`` and
 ``buffers`` are dicts named as in PyTorch's state_dict.  Shapes without the batch axis
 ("per-image shapes") drive :meth:`build` and :meth:`output_shape`.
+
+What a layer is in every format lives with the layer, as hooks with defaults here (Keras'
+``get_config``, PyTorch's ``symbolic``): ``to_spec``/``from_spec`` (the JSON architecture entry),
+``explain`` (the lecture's sentence), ``param_formula``/``macs``, ``to_onnx``/``from_onnx``,
+``to_torch``/``from_torch``, and traits.  The kind's name and the ONNX operators and torch classes
+it reads are declared with ``@register_layer`` (layers/registry.py).  Optional libraries are
+handed to the hooks (``g`` wraps the onnx graph API, ``torch`` is the torch module); a layer never
+imports them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..backend import grad_enabled, xp_of
-from ..errors import ShapeError
+from ..errors import ShapeError, UnsupportedLayer
 
 Array = Any
 Shape = tuple[int, ...]
@@ -40,6 +48,16 @@ class Layer:
     """Base class: no parameters, identity shapes.  Subclasses override forward/backward."""
 
     dtype: np.dtype | None = None  # set by layers with parameters
+
+    #: The registered kind's name (set by ``@register_layer``; None: not registered).
+    kind_name: ClassVar[str | None] = None
+    #: Keys its JSON architecture entry takes, besides "type" (the reader rejects others).
+    spec_keys: ClassVar[tuple[str, ...]] = ()
+    #: Traits the inspectors and the trainer ask instead of checking types.
+    shows_filters: ClassVar[bool] = False          # has filters to draw (viz, report, explorer)
+    identity_at_inference: ClassVar[bool] = False  # eval() makes it the identity (dropout)
+    stochastic: ClassVar[bool] = False             # draws random numbers: rng_state/set_rng_state
+    input_grad_optional: ClassVar[bool] = False    # backward(dy, input_grad=False) skips dx
 
     def __init__(self) -> None:
         self.params: dict[str, Array] = {}
@@ -100,6 +118,64 @@ class Layer:
     def macs(self, input_shape: Shape) -> int:
         """Multiply-adds per image."""
         return 0
+
+    # -- what the layer is in every format (defaults; registered kinds override) ----------------
+    def children(self) -> list[tuple[str, "Layer"]]:
+        """Sub-layers with their state-dict prefixes ('0', 'block.1', ...); none for a plain layer."""
+        return []
+
+    def to_spec(self) -> dict[str, Any]:
+        """The layer's JSON architecture entry without "type", every key explicit."""
+        return {}
+
+    @classmethod
+    def from_spec(cls, spec: Any, ctx: Any) -> "Layer | list[Layer]":
+        """The layer(s) for one JSON entry.  ``spec`` reads typed keys with errors that name the
+        entry (formats/architecture.py); ``ctx`` has ``shape`` (the per-image shape flowing in),
+        ``classes``, ``dtype``, ``rng`` and ``build(specs, shape)`` for nested blocks."""
+        return cls()
+
+    def explain(self, input_shape: Shape, ctx: Any) -> Any:
+        """The lecture's sentence for this layer on a per-image ``input_shape``: an
+        ``inspect.explain.Told`` (kind, text, ...).  ``ctx`` has ``itemsize`` and ``walk`` for
+        the layers inside a container.  The default, built by ``ctx.generic``, names the layer,
+        its shapes and its parameter count."""
+        return ctx.generic(self, input_shape)
+
+    def to_onnx(self, g: Any, x: str, input_shape: Shape) -> str:
+        """Append the ONNX nodes computing this layer on tensor ``x``; return the output's name.
+        ``g`` is the graph builder of formats/onnx (``g.node``, ``g.tensor``, ``g.opset``)."""
+        raise UnsupportedLayer(f"{self.name} has no ONNX export; give it a to_onnx hook")
+
+    @classmethod
+    def from_onnx(cls, node: Any, g: Any, input_shape: Shape) -> "Layer | None":
+        """The layer for one ONNX node (``g`` reads attributes and constants), or None when
+        this kind does not read this node after all."""
+        raise UnsupportedLayer(f"{cls.__name__} has no ONNX import; give it a from_onnx hook")
+
+    def to_torch(self, torch: Any) -> Any:
+        """The equivalent ``torch.nn`` module, weights copied (``torch`` is the torch module)."""
+        raise UnsupportedLayer(f"{self.name} has no PyTorch mapping; give it a to_torch hook")
+
+    @classmethod
+    def from_torch(cls, module: Any, dtype: Any) -> "Layer":
+        """The layer for one ``torch.nn`` module, weights copied as ``dtype``."""
+        raise UnsupportedLayer(f"{cls.__name__} has no PyTorch mapping; give it a from_torch "
+                               "hook")
+
+    def rng_state(self) -> Any:
+        """The random generator's state, for checkpoints (stochastic layers)."""
+        return None
+
+    def set_rng_state(self, state: Any) -> None:
+        """Restore what :meth:`rng_state` returned."""
+
+    @classmethod
+    def example(cls) -> tuple["Layer", Shape]:
+        """A small built instance and its per-image input shape, for the registry's test suite
+        (every registered kind must give one)."""
+        raise NotImplementedError(f"{cls.__name__}.example() is not defined; every registered "
+                                  "kind gives one for the registry's test suite")
 
     # -- helpers for subclasses ----------------------------------------------------------------
     @property
