@@ -6,18 +6,19 @@
 (6, 28, 28)
 """
 
-from . import functional, init, interop, naive, shapes
-from .backend import no_grad
+from . import functional, init, naive, shapes
+from ._version import __version__
+from .formats.torch import convert as interop
+from .runtime import no_grad
 from .errors import ShapeError
 from .init import manual_seed
 from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dropout, Flatten,
                      GlobalAvgPool2D, Layer, LeakyReLU, Linear, MaxPool2D, ReLU, Sigmoid, Tanh)
 from .losses import CrossEntropyLoss, MSELoss
-from .model import Sequential, Summary
-from .onnx_io import export_onnx, import_onnx
+from .layers.container import Sequential, Summary
+from .formats.onnx.export import export_onnx, import_onnx
 from .optim import SGD, Adam, AdamW
 
-__version__ = "0.1.0"
 
 __all__ = ["Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "ReLU", "LeakyReLU", "Sigmoid",
            "Tanh", "Flatten", "Linear", "Dropout", "BatchNorm2D", "BatchNorm1D", "Sequential",

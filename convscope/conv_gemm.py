@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from . import workspace
-from .backend import xp_of
+from .runtime import xp_of
 from .shapes import Pads, Pair
 
 Array = Any

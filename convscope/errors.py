@@ -20,3 +20,25 @@ class UnsupportedLayer(TypeError):
 
     The message names the layer and the hook or registration that would make it work.
     """
+
+
+class DataError(ValueError):
+    """A data file or folder that is missing, truncated, corrupt or of the wrong shape."""
+
+
+class ModelFileError(ValueError):
+    """A model or checkpoint file that cannot be used: missing, truncated, corrupt, of another
+    format version, or with weights that do not fit its architecture."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; training stopped and the last checkpoint was kept."""
+
+    def __init__(self, message: str, step: int, epoch: int, lr: float, suggested_lr: float
+                 ) -> None:
+        super().__init__(message)
+        self.step, self.epoch, self.lr, self.suggested_lr = step, epoch, lr, suggested_lr
+
+
+class CommandError(ValueError):
+    """A user error found by a subcommand: printed as one line by ``convscope``, exit status 1."""

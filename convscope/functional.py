@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import conv_gemm, workspace
-from .backend import xp_of
+from .runtime import xp_of
 from .shapes import Pads, Pair
 
 Array = Any

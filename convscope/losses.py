@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import functional as F
-from .backend import xp_of
+from .runtime import xp_of
 from .errors import ShapeError
 
 Array = Any

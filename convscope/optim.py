@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 from . import workspace
-from .backend import xp_of
+from .runtime import xp_of
 
 Array = Any
 

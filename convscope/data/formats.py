@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DataError
+
 __all__ = [
     "DataError",
     "CIFAR10_CLASSES",
@@ -37,8 +39,6 @@ __all__ = [
 PathLike = str | os.PathLike[str]
 
 
-class DataError(ValueError):
-    """A data file or folder that is missing, truncated, corrupt or of the wrong shape."""
 
 
 # --------------------------------------------------------------------------------------- IDX

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from .. import workspace
-from ..backend import grad_enabled, xp_of
+from ..runtime import grad_enabled, xp_of
 from .base import Array, Layer
+from .registry import register_layer
 
 
 def _channels_last(x: Array) -> bool:
@@ -15,6 +16,7 @@ def _channels_last(x: Array) -> bool:
 _ANY = (1, 2, 3, 4, 5)
 
 
+@register_layer("relu", onnx_ops=("Relu",), torch=("ReLU",))
 class ReLU(Layer):
     """max(0, x); gradient 1 where x > 0 (or NaN), else 0.  Any shape.
 
@@ -38,6 +40,7 @@ class ReLU(Layer):
         return xp.multiply(dy, mask, out=out)
 
 
+@register_layer("leakyrelu", aliases=("leaky_relu",), onnx_ops=("LeakyRelu",), torch=("LeakyReLU",))
 class LeakyReLU(Layer):
     """x if x > 0 else a·x (a = negative_slope, 0.01 as in PyTorch)."""
 
@@ -58,6 +61,7 @@ class LeakyReLU(Layer):
         return f"LeakyReLU({self.negative_slope})"
 
 
+@register_layer("sigmoid", onnx_ops=("Sigmoid",), torch=("Sigmoid",))
 class Sigmoid(Layer):
     """s = 1 / (1 + e^-x); ds/dx = s·(1 - s).  Written stably for large |x|."""
 
@@ -73,6 +77,7 @@ class Sigmoid(Layer):
         return dy * y * (1 - y)
 
 
+@register_layer("tanh", onnx_ops=("Tanh",), torch=("Tanh",))
 class Tanh(Layer):
     """tanh(x); d/dx = 1 - tanh(x)^2."""
 

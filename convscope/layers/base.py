@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..backend import grad_enabled, xp_of
+from ..runtime import grad_enabled, xp_of
 from ..errors import ShapeError, UnsupportedLayer
 
 Array = Any

@@ -17,8 +17,10 @@ from ..errors import ShapeError
 from ..shapes import (IntOrPair, check_fit, conv_macs, conv_output_shape, conv_param_formula,
                       normalize_padding, pair)
 from .base import Array, Layer, Shape, float_dtype, positive_int
+from .registry import register_layer
 
 
+@register_layer("conv", onnx_ops=("Conv",), torch=("Conv2d",))
 class Conv2D(Layer):
     """2-D convolution (cross-correlation, as in PyTorch).
 

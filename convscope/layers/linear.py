@@ -8,12 +8,14 @@ import numpy as np
 
 from .. import init as inits
 from .. import workspace
-from ..backend import xp_of
+from ..runtime import xp_of
 from ..errors import ShapeError
 from ..shapes import linear_param_formula
 from .base import Array, Layer, Shape, float_dtype, positive_int
+from .registry import register_layer
 
 
+@register_layer("flatten", onnx_ops=("Flatten", "Reshape"), torch=("Flatten",))
 class Flatten(Layer):
     """(N, C, H, W) -> (N, C·H·W): the activation volume as one vector per image."""
 
@@ -33,6 +35,7 @@ class Flatten(Layer):
         return dy.reshape(self._take(dy))
 
 
+@register_layer("fc", aliases=("dense", "linear"), onnx_ops=("Gemm", "MatMul"), torch=("Linear",))
 class Linear(Layer):
     """y = x Wᵀ + b: (N, in_features) -> (N, out_features); ``weight`` (out, in), ``bias`` (out,).
 
@@ -121,6 +124,7 @@ class Linear(Layer):
         return f"Linear({self.in_features}, {self.out_features}{'' if self.use_bias else ', bias=False'})"
 
 
+@register_layer("dropout", onnx_ops=("Dropout",), torch=("Dropout",))
 class Dropout(Layer):
     """Training: zero each value with probability p and scale the rest by 1/(1 - p), so the
     expected output equals the input (inverted dropout).  Evaluation: the identity."""

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 
 from .. import functional as F
-from ..backend import xp_of
+from ..runtime import xp_of
 from ..errors import ShapeError
 from .base import Array, Layer, Shape, float_dtype, positive_int
+from .registry import register_layer
 
 
 class _BatchNorm(Layer):
@@ -105,6 +106,8 @@ class _BatchNorm(Layer):
         return f"{self.name}({self.num_features})"
 
 
+@register_layer("batchnorm", aliases=("bn", "batchnorm2d"), onnx_ops=("BatchNormalization",),
+                torch=("BatchNorm2d",))
 class BatchNorm2D(_BatchNorm):
     """Per-channel batch norm of (N, C, H, W); statistics over N, H and W."""
 
@@ -112,6 +115,7 @@ class BatchNorm2D(_BatchNorm):
     layout = "(N, C, H, W)"
 
 
+@register_layer("batchnorm1d", onnx_ops=("BatchNormalization",), torch=("BatchNorm1d",))
 class BatchNorm1D(_BatchNorm):
     """Per-feature batch norm of (N, C) or (N, C, L); statistics over N (and L)."""
 

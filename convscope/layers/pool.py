@@ -6,10 +6,11 @@ Same size formula as the conv layer: a 2x2 window at stride 2 halves each side (
 from __future__ import annotations
 
 from .. import functional as F
-from ..backend import grad_enabled, xp_of
+from ..runtime import grad_enabled, xp_of
 from ..errors import ShapeError
 from ..shapes import IntOrPair, check_fit, conv_output_shape, pair
 from .base import Array, Layer, Shape
+from .registry import register_layer
 
 
 class _Pool2D(Layer):
@@ -69,6 +70,7 @@ class _Pool2D(Layer):
         return f"{self.name}({', '.join(opts)})"
 
 
+@register_layer("maxpool", aliases=("pool",), onnx_ops=("MaxPool",), torch=("MaxPool2d",))
 class MaxPool2D(_Pool2D):
     """Max over each kH x kW window: (N, C, H, W) -> (N, C, H_out, W_out), sizes as in Conv2D.
 
@@ -86,6 +88,7 @@ class MaxPool2D(_Pool2D):
         return F.maxpool2d_backward(dy, self._take(dy))
 
 
+@register_layer("avgpool", onnx_ops=("AveragePool",), torch=("AvgPool2d",))
 class AvgPool2D(_Pool2D):
     """Mean over each kH x kW window: (N, C, H, W) -> (N, C, H_out, W_out).
 
@@ -109,6 +112,8 @@ class AvgPool2D(_Pool2D):
         return F.avgpool2d_backward(dy, self._take(dy))
 
 
+@register_layer("gap", aliases=("globalavgpool",), onnx_ops=("GlobalAveragePool",),
+                torch=("AdaptiveAvgPool2d",))
 class GlobalAvgPool2D(Layer):
     """Mean of each whole activation map: (N, C, H, W) -> (N, C, 1, 1) (PyTorch's
     AdaptiveAvgPool2d(1)); follow it with Flatten before a Linear layer."""

@@ -24,17 +24,19 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from ..errors import CommandError
+
 #: (name, "module" or "module:attribute") of each subcommand, in the order ``--help`` lists them.
 SUBCOMMANDS: list[tuple[str, str]] = [
     ("train", "convscope.cli:TRAIN"),
     ("evaluate", "convscope.cli:EVALUATE"),
     ("predict", "convscope.cli:PREDICT"),
     ("summary", "convscope.cli:SUMMARY"),
-    ("explain", "convscope.cli_inspect:EXPLAIN"),
-    ("shapes", "convscope.cli_inspect:SHAPES"),
-    ("viz", "convscope.cli_inspect:VIZ"),
-    ("report", "convscope.cli_inspect:REPORT"),
-    ("export", "convscope.cli_export"),
+    ("explain", "convscope.cli.inspect:EXPLAIN"),
+    ("shapes", "convscope.cli.inspect:SHAPES"),
+    ("viz", "convscope.cli.inspect:VIZ"),
+    ("report", "convscope.cli.inspect:REPORT"),
+    ("export", "convscope.cli.export"),
 ]
 
 
@@ -45,8 +47,6 @@ class Command(NamedTuple):
     run: Callable[[argparse.Namespace], int | None]
 
 
-class CommandError(ValueError):
-    """A user error found by a subcommand: printed as one line, exit status 1."""
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -272,16 +272,16 @@ def _check_settings(s: dict[str, Any]) -> None:
 
 
 def _load_data(s: dict[str, Any], input_shape: tuple[int, int, int] | None = None) -> Any:
-    from .data import load_dataset  # noqa: PLC0415 - keep `convscope --help` fast
+    from ..data import load_dataset  # noqa: PLC0415 - keep `convscope --help` fast
 
     return load_dataset(s["data"], s["data_dir"], download=s["download"], input_shape=input_shape)
 
 
 def _train_run(args: argparse.Namespace) -> int:
-    from .data import Normalizer, stratified_split  # noqa: PLC0415
-    from .io import atomic_write, estimate_background, save_model  # noqa: PLC0415
-    from .models import build_model, resolve_architecture  # noqa: PLC0415
-    from .train import TrainConfig, Trainer, TrainingDiverged  # noqa: PLC0415
+    from ..data import Normalizer, stratified_split  # noqa: PLC0415
+    from ..formats.model_file import atomic_write, estimate_background, save_model  # noqa: PLC0415
+    from ..formats.architecture import build_model, resolve_architecture  # noqa: PLC0415
+    from ..train import TrainConfig, Trainer, TrainingDiverged  # noqa: PLC0415
 
     s, run_dir, resuming = _settings(args)
     _check_settings(s)
@@ -324,7 +324,7 @@ def _train_run(args: argparse.Namespace) -> int:
     background = estimate_background(x_train)
     info = {"dataset": ds.name, "arch_name": arch_name, "background": background}
     quiet = args.quiet
-    from .report import RunReport  # noqa: PLC0415 - curves.png each epoch, report.html at the end
+    from ..inspect.report import RunReport  # noqa: PLC0415 - curves.png each epoch, report.html at the end
 
     trainer = Trainer(model, config, normalizer=normalizer, run_dir=run_dir, classes=ds.classes,
                       model_info=info, progress=not quiet, log=None if quiet else _say,
@@ -382,7 +382,7 @@ def _train_run(args: argparse.Namespace) -> int:
 
 def atomic_write_settings(run_dir: Path, settings: dict[str, Any]) -> None:
     """Rewrite config.json's settings (after --resume raised --epochs), keeping the rest."""
-    from .io import atomic_write  # noqa: PLC0415
+    from ..formats.model_file import atomic_write  # noqa: PLC0415
 
     path = run_dir / "config.json"
     data = json.loads(path.read_text(encoding="utf-8"))
@@ -440,8 +440,8 @@ def format_confusion(confusion: np.ndarray, classes: Sequence[str]) -> str:
 
 
 def _evaluate_run(args: argparse.Namespace) -> int:
-    from .io import load_model  # noqa: PLC0415
-    from .train import evaluate  # noqa: PLC0415
+    from ..formats.model_file import load_model  # noqa: PLC0415
+    from ..train import evaluate  # noqa: PLC0415
 
     _thread_limit(args.threads, check_only=True)
     saved = load_model(args.model)
@@ -497,7 +497,7 @@ def _evaluate_run(args: argparse.Namespace) -> int:
 
 def _confusion_png(args: argparse.Namespace, ev: Any, classes: list[str], title: str) -> None:
     """Draw the confusion matrix: to --confusion, or beside a model in a run folder."""
-    from .cli_inspect import write_confusion_png  # noqa: PLC0415
+    from .inspect import write_confusion_png  # noqa: PLC0415
 
     run = Path(args.model).parent
     if args.confusion is None and not (run / "metrics.jsonl").is_file():
@@ -544,7 +544,7 @@ def _predict_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def _expand_images(items: Sequence[str]) -> list[Path]:
-    from .data import IMAGE_EXTENSIONS  # noqa: PLC0415
+    from ..data import IMAGE_EXTENSIONS  # noqa: PLC0415
 
     out: list[Path] = []
     for item in items:
@@ -561,8 +561,8 @@ def _expand_images(items: Sequence[str]) -> list[Path]:
 
 
 def _predict_run(args: argparse.Namespace) -> int:
-    from .data import DataError  # noqa: PLC0415
-    from .io import load_model  # noqa: PLC0415
+    from ..data import DataError  # noqa: PLC0415
+    from ..formats.model_file import load_model  # noqa: PLC0415
 
     if args.top_k < 1:
         raise CommandError(f"--top-k must be >= 1, got {args.top_k}")
@@ -623,8 +623,8 @@ def _summary_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def _summary_run(args: argparse.Namespace) -> int:
-    from .io import load_model  # noqa: PLC0415
-    from .models import PRESETS, build_model, parse_shape, resolve_architecture  # noqa: PLC0415
+    from ..formats.model_file import load_model  # noqa: PLC0415
+    from ..formats.architecture import PRESETS, build_model, parse_shape, resolve_architecture  # noqa: PLC0415
 
     if str(args.arch).endswith(".safetensors"):
         if args.input_shape or args.classes or args.data:
@@ -675,7 +675,7 @@ def _resolve(target: str) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``convscope`` parser with every subcommand of :data:`SUBCOMMANDS`."""
-    from . import __version__  # noqa: PLC0415
+    from .._version import __version__  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(
         prog="convscope", formatter_class=_Formatter,

@@ -34,15 +34,17 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .backend import no_grad
-from .data import Augment, BatchLoader, Normalizer
-from .data.batches import to_float
-from .io import (CHECKPOINT_FORMAT, ModelFileError, atomic_write, estimate_background,
+from ..errors import TrainingDiverged
+
+from ..runtime import no_grad
+from ..data import Augment, BatchLoader, Normalizer
+from ..data.batches import to_float
+from ..formats.model_file import (CHECKPOINT_FORMAT, ModelFileError, atomic_write, estimate_background,
                  read_safetensors, save_model, write_safetensors)
-from .layers import Dropout
-from .losses import CrossEntropyLoss
-from .model import Sequential
-from .optim import SGD, Adam, AdamW, Optimizer
+from ..layers import Dropout
+from ..losses import CrossEntropyLoss
+from ..layers.container import Sequential
+from ..optim import SGD, Adam, AdamW, Optimizer
 
 __all__ = ["TrainConfig", "Trainer", "FitResult", "Evaluation", "TrainingDiverged", "evaluate",
            "learning_rate", "OPTIMIZERS", "SCHEDULES", "CHECKPOINT", "MODEL", "METRICS"]
@@ -52,13 +54,6 @@ SCHEDULES = ("constant", "step", "cosine")
 CHECKPOINT, MODEL, METRICS = "checkpoint.safetensors", "model.safetensors", "metrics.jsonl"
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; training stopped and the last checkpoint was kept."""
-
-    def __init__(self, message: str, step: int, epoch: int, lr: float, suggested_lr: float
-                 ) -> None:
-        super().__init__(message)
-        self.step, self.epoch, self.lr, self.suggested_lr = step, epoch, lr, suggested_lr
 
 
 @dataclass
