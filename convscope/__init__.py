@@ -4,24 +4,47 @@
 >>> net = cs.Sequential(cs.Conv2D(3, 6, 5), cs.ReLU(), input_shape=(3, 32, 32))
 >>> net.shapes()[-1]
 (6, 28, 28)
+
+Subpackages: ``ops`` (the array math), ``layers`` (each kind in its own file, with what it is in
+every format), ``inspect`` (summary, explain, viz, report), ``formats`` (model files, JSON
+architectures, presets, ONNX, PyTorch), ``train``, ``data``, ``cli``.  Submodules load on first
+use (``convscope.viz``, ``convscope.data``, ...): ``import convscope`` imports no torch, onnx or
+matplotlib.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from . import functional, init, naive, shapes
 from ._version import __version__
+from .errors import ArchitectureError, ShapeError, UnsupportedLayer
+from .formats.onnx.export import export_onnx, import_onnx
 from .formats.torch import convert as interop
-from .runtime import no_grad
-from .errors import ShapeError
 from .init import manual_seed
 from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dropout, Flatten,
                      GlobalAvgPool2D, Layer, LeakyReLU, Linear, MaxPool2D, ReLU, Sigmoid, Tanh)
-from .losses import CrossEntropyLoss, MSELoss
 from .layers.container import Sequential, Summary
-from .formats.onnx.export import export_onnx, import_onnx
+from .layers.registry import REGISTRY, register_layer
+from .losses import CrossEntropyLoss, MSELoss
 from .optim import SGD, Adam, AdamW
-
+from .runtime import no_grad
 
 __all__ = ["Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "ReLU", "LeakyReLU", "Sigmoid",
            "Tanh", "Flatten", "Linear", "Dropout", "BatchNorm2D", "BatchNorm1D", "Sequential",
-           "Summary", "Layer", "CrossEntropyLoss", "MSELoss", "SGD", "Adam", "AdamW", "ShapeError",
-           "no_grad", "manual_seed", "export_onnx", "import_onnx", "shapes", "functional", "init",
-           "interop", "naive", "__version__"]
+           "Summary", "Layer", "register_layer", "REGISTRY", "CrossEntropyLoss", "MSELoss", "SGD",
+           "Adam", "AdamW", "ShapeError", "ArchitectureError", "UnsupportedLayer", "no_grad",
+           "manual_seed", "export_onnx", "import_onnx", "shapes", "functional", "init", "interop",
+           "naive", "__version__"]
+
+#: Submodules imported on first attribute access (PEP 562), old paths included.
+_LAZY = ("data", "train", "cli", "ops", "inspect", "formats", "explain", "viz", "report", "io",
+         "models", "model", "onnx_io", "backend", "runtime", "workspace", "losses", "optim",
+         "errors", "layers", "conv_gemm", "torch_modules", "cli_inspect", "cli_export")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'convscope' has no attribute {name!r}")
