@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import functional as F
-from .runtime import xp_of
 from .errors import ShapeError
+from .ops.loss import cross_entropy
+from .runtime import xp_of
 
 Array = Any
 
@@ -38,7 +38,7 @@ class CrossEntropyLoss:
         if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]):
             raise ValueError(f"CrossEntropyLoss: labels must be in [0, {logits.shape[1] - 1}], got "
                              f"values from {int(labels.min())} to {int(labels.max())}")
-        loss, self._grad = F.cross_entropy(logits, labels, self.label_smoothing)
+        loss, self._grad = cross_entropy(logits, labels, self.label_smoothing)
         return loss
 
     __call__ = forward

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -345,3 +346,163 @@ def test_blas_threads_default_to_one() -> None:
     with _thread_limit(0):
         assert blas_threads() == before
     assert blas_threads() == before
+
+
+# ---------------------------------------------------------------------------------------------
+# the command table: each command its own module, imported only when it runs
+
+
+def test_the_tables_help_lines_are_the_commands_own() -> None:
+    from convscope.cli import HELP
+
+    action = next(a for a in build_parser()._actions
+                  if a.__class__.__name__ == "_SubParsersAction")
+    own = {a.dest: a.help for a in action._choices_actions}
+    assert HELP and set(HELP) <= set(own)
+    for name, line in HELP.items():
+        assert own[name] == line, name
+
+
+def _modules_after(*argv: str, cwd: Path) -> tuple[set[str], str]:
+    code = ("import atexit, json, sys; atexit.register(lambda: print(json.dumps(sorted("
+            "sys.modules)), file=sys.stderr)); from convscope.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code, *argv], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return set(json.loads(proc.stderr.strip().splitlines()[-1])), proc.stdout
+
+
+COMMAND_MODULES = {f"convscope.cli.{name}" for name, _ in SUBCOMMANDS}
+HEAVY = {"convscope.train", "convscope.inspect.report", "convscope.inspect.viz", "matplotlib",
+         "torch", "onnx", "onnxruntime"}
+
+
+def test_predict_imports_its_own_module_only(run: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(load_dataset("digits").x_test[0, 0]).save(tmp_path / "d.png")
+    modules, out = _modules_after("predict", str(run / "model.safetensors"),
+                                  str(tmp_path / "d.png"), cwd=tmp_path)
+    assert out.startswith(f"{tmp_path / 'd.png'}: ")
+    assert modules & COMMAND_MODULES == {"convscope.cli.predict"}
+    assert not modules & HEAVY, modules & HEAVY
+    modules, out = _modules_after("--help", cwd=tmp_path)
+    assert "predict" in out and not modules & COMMAND_MODULES
+
+
+# ---------------------------------------------------------------------------------------------
+# --import: a layer of one's own from the command line
+
+SWISH = '''"""A user's layer: y = x·σ(x)."""
+import numpy as np
+
+import convscope
+
+
+@convscope.register_layer("swish")
+class Swish(convscope.Layer):
+    def forward(self, x):
+        s = 1 / (1 + np.exp(-x))
+        return self._keep((x, s), x * s)
+
+    def backward(self, dy):
+        x, s = self._take(dy)
+        return dy * (s + x * s * (1 - s))
+'''
+NEEDS_IMPORT = ("train", "evaluate", "predict", "summary", "explain", "viz", "report", "export")
+
+
+def test_import_is_offered_where_models_are_built_or_loaded(capsys) -> None:
+    commands = _subparsers(build_parser())
+    for name in NEEDS_IMPORT:
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--import MODULE_OR_FILE" in text and "executed as Python code" in text, name
+        assert any("--import" in a.option_strings for a in commands[name]._actions)
+    assert not any("--import" in a.option_strings for a in commands["shapes"]._actions)
+
+
+def test_train_and_predict_with_a_layer_of_ones_own(tmp_path: Path) -> None:
+    from PIL import Image
+
+    (tmp_path / "swish.py").write_text(SWISH)
+    (tmp_path / "net.json").write_text(json.dumps([
+        {"type": "conv", "filters": 4, "size": 5}, {"type": "swish"}, {"type": "pool", "size": 2},
+        {"type": "fc", "units": "classes"}]))
+    Image.fromarray(load_dataset("digits").x_test[0, 0]).save(tmp_path / "d.png")
+
+    def convscope(*argv: str) -> subprocess.CompletedProcess:  # a fresh registry each time
+        return subprocess.run([sys.executable, "-m", "convscope.cli", *argv], cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                              text=True, timeout=300)
+
+    done = convscope("train", "--arch", "net.json", "--import", "swish.py", "--epochs", "1",
+                     "--limit", "200", "--quiet", "--seed", "0", "--out", "run")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("test accuracy: ")
+    done = convscope("predict", "--import", "swish.py", "run/model.safetensors", "d.png",
+                     "--top-k", "1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("d.png: ") and done.stdout.count("%)") == 1
+    done = convscope("summary", "run/model.safetensors", "--import", str(tmp_path / "swish.py"))
+    assert done.returncode == 0 and "Swish" in done.stdout, done.stderr
+    done = convscope("predict", "run/model.safetensors", "d.png")  # without --import
+    assert done.returncode == 1
+    assert "swish" in _one_error_line(done.stderr, "predict")
+
+
+@pytest.mark.parametrize("name,text,pattern", [
+    ("nope.py", None, "--import nope.py: no such file"),
+    ("bad.py", "def f(:\n    pass\n", r"--import bad.py: SyntaxError: .* \(bad.py, line 1\)"),
+    ("boom.py", "import os\n\nraise RuntimeError('no GPU here')\n",
+     r"--import boom.py: RuntimeError: no GPU here \(boom.py, line 3\)"),
+    ("calls.py", "def f():\n    return 1 / 0\n\nf()\n",
+     r"--import calls.py: ZeroDivisionError: division by zero \(calls.py, line 2\)"),
+    ("no_such_module_here", None, "--import no_such_module_here: no module named "
+                                  "'no_such_module_here'; give a file path"),
+])
+def test_an_import_that_fails_is_one_line_naming_the_file(capsys, tmp_path: Path, monkeypatch,
+                                                          name: str, text: str | None,
+                                                          pattern: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    if text is not None:
+        (tmp_path / name).write_text(text)
+    rc, _, err = _run(capsys, "summary", "lecture", "--import", name)
+    assert rc == 1
+    assert re.search(pattern, _one_error_line(err, "summary")), err
+
+
+def test_viz_filters_of_a_layer_inside_a_block(capsys, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "net.json").write_text(json.dumps({"input_shape": [1, 12, 12], "layers": [
+        {"type": "conv", "filters": 4, "size": 3}, {"type": "relu"},
+        {"type": "sequential", "layers": [{"type": "conv", "filters": 6, "size": 3},
+                                          {"type": "relu"}]},
+        {"type": "fc", "units": "classes"}]}))
+    rc, out, err = _run(capsys, "viz", "filters", "net.json", "--layer", "all")
+    assert rc == 0, err
+    assert out.split() == ["filters-layer0.png", "filters-layer2.0.png"]
+    assert "layer 2.0: " in err and "6 filters 3×3×4" in err
+    rc, _, err = _run(capsys, "viz", "filters", "net.json", "--layer", "2.1")
+    assert rc == 1
+    assert "layer 2.1 is not a conv layer; conv layers: [0, 2.0]" in _one_error_line(err, "viz")
+    rc, _, err = _run(capsys, "viz", "filters", "net.json", "--layer", "x")
+    assert "--layer must be a layer index (3, or 3.1 inside block 3) or 'all', got 'x'" in err
+
+
+def test_old_names_keep_working() -> None:
+    import convscope.cli as cli
+    import convscope.cli_export as cli_export
+    import convscope.cli_inspect as cli_inspect
+    from convscope.errors import CommandError
+
+    assert cli.parse_augment("crop=3+flip") == {"crop_padding": 3, "hflip": True}
+    table = cli.format_confusion(np.array([[3, 1], [0, 2]]), ["cat", "dog"]).splitlines()
+    assert table[1].split() == ["0", "3", "1", "cat"]
+    assert cli.CommandError is CommandError and cli.TRAIN.run.__module__ == "convscope.cli.train"
+    assert cli_inspect.EXPLAIN.run.__module__ == "convscope.cli.explain"
+    assert cli_inspect.write_confusion_png.__module__ == "convscope.cli.evaluate"
+    assert cli_export is __import__("convscope.cli.export").cli.export

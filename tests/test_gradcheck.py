@@ -1,6 +1,9 @@
 """Float64 central finite differences against every backward pass: each layer on its own, the
 losses, and a whole small network end to end with its loss.
 
+Every registered kind's own example() is checked in tests/test_registry.py; here are the
+configurations beyond it (conv and pool options, batch norm modes, ...).
+
 For a layer the checked scalar is L = sum(y · g) for a fixed random g, so dL/dy = g.  Every element
 of the input and of every parameter is perturbed by ±h; the relative error
 max|analytic - numeric| / max(max|analytic|, max|numeric|) must stay below 1e-6.  Kinks (ReLU at 0,
@@ -121,24 +124,6 @@ def test_maxpool2d(options: dict) -> None:
 def test_avgpool2d(options: dict) -> None:
     x = np.random.default_rng(4).standard_normal((2, 2, 7, 6))
     check_layer(cs.AvgPool2D(**options), x)
-
-
-def test_global_avgpool() -> None:
-    check_layer(cs.GlobalAvgPool2D(), np.random.default_rng(5).standard_normal((2, 3, 4, 5)))
-
-
-@pytest.mark.parametrize("layer", [cs.ReLU(), cs.LeakyReLU(0.1), cs.Sigmoid(), cs.Tanh()],
-                         ids=repr)
-def test_activations(layer: cs.Layer) -> None:
-    x = spread(np.random.default_rng(6), (3, 2, 4), gap=0.2)  # |x| >= 0.1: no kink within h
-    check_layer(layer, x)
-
-
-def test_linear_and_flatten() -> None:
-    rng = np.random.default_rng(7)
-    check_layer(cs.Linear(12, 5, dtype=np.float64, init="torch", seed=0),
-                rng.standard_normal((3, 12)))
-    check_layer(cs.Flatten(), rng.standard_normal((3, 2, 2, 3)))
 
 
 def test_dropout_with_a_fixed_mask() -> None:

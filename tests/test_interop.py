@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+torch = pytest.importorskip("torch")
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from interop_stacks import randomize, stacks

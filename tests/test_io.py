@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import convscope as cs
 from convscope.data import Normalizer, load_dataset
 from convscope.io import (CHECKPOINT_FORMAT, FORMAT_VERSION, MODEL_FORMAT, ModelFileError,
                           atomic_write, estimate_background, load_model, read_metadata,
@@ -103,10 +104,78 @@ def test_files_are_plain_safetensors_both_ways(saved, tmp_path: Path) -> None:
 
 def test_other_format_version_is_refused(saved) -> None:
     path, _ = saved
-    _rewrite_header(path, lambda h: h["__metadata__"].update(format_version="2"))
-    with pytest.raises(ModelFileError, match=f"format version 2 but this convscope .* reads "
-                                             f"version {FORMAT_VERSION}"):
+    later = str(FORMAT_VERSION + 1)
+    _rewrite_header(path, lambda h: h["__metadata__"].update(format_version=later))
+    with pytest.raises(ModelFileError, match=f"format version {later} but this convscope .* reads "
+                                             f"versions 1, {FORMAT_VERSION}; use the convscope"):
         load_model(path)
+
+
+#: What convscope wrote as format version 1: pools as "pool" + "kind", every batch norm as
+#: "batchnorm" (1-D after fc), no "fit" key, one entry per engine layer.
+V1_ARCHITECTURE = [
+    {"type": "conv", "filters": 4, "size": [3, 3], "stride": [1, 1], "pad": [[1, 1], [1, 1]],
+     "dilation": [1, 1], "groups": 1, "bias": True, "padding_mode": "zeros"},
+    {"type": "batchnorm", "eps": 1e-5, "momentum": 0.1}, {"type": "relu"},
+    {"type": "pool", "kind": "max", "size": [2, 2], "stride": [2, 2], "pad": [0, 0],
+     "dilation": [1, 1], "ceil_mode": False},
+    {"type": "pool", "kind": "avg", "size": [2, 2], "stride": [1, 1], "pad": [0, 0],
+     "ceil_mode": True, "count_include_pad": False},
+    {"type": "flatten"}, {"type": "fc", "units": 6, "bias": True},
+    {"type": "batchnorm", "eps": 1e-3, "momentum": 0.2}, {"type": "dropout", "p": 0.1},
+    {"type": "fc", "units": 10, "bias": False}]
+
+
+def test_a_version_1_file_loads_and_saves_as_the_current_version(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    model = build_model(V1_ARCHITECTURE, (1, 8, 8), 10, seed=0)
+    rng = np.random.default_rng(0)
+    for k, v in model.state_dict().items():  # every array distinct, so a mix-up shows
+        if v.dtype.kind == "f":
+            v[...] = rng.uniform(0.5, 2, v.shape) if k.endswith("var") else rng.standard_normal(v.shape)
+    meta = {"architecture": V1_ARCHITECTURE, "arch_name": "old", "input_shape": [1, 8, 8],
+            "classes": CLASSES, "dtype": "float32", "normalization": None, "background": 0,
+            "dataset": "toy", "convscope_version": "0.1.0", "training": {}}
+    old = tmp_path / "v1.safetensors"
+    save_file({k: np.array(v) for k, v in model.state_dict().items()}, str(old),
+              metadata={"format": MODEL_FORMAT, "format_version": "1",
+                        "convscope": json.dumps(meta)})
+    loaded = load_model(old)
+    assert [type(layer).__name__ for layer in loaded.model.layers] == [
+        "Conv2D", "BatchNorm2D", "ReLU", "MaxPool2D", "AvgPool2D", "Flatten", "Linear",
+        "BatchNorm1D", "Dropout", "Linear"]
+    bn1d = loaded.model.layers[7]
+    assert (bn1d.eps, bn1d.momentum) == (1e-3, 0.2)
+    assert loaded.model.layers[4].count_include_pad is False
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(loaded.model.state_dict()[k], v, err_msg=k)
+    x = rng.standard_normal((3, 1, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.model.predict(x), model.predict(x))
+    # saved again, it is a current-version file naming each layer by its kind
+    new = save_model(tmp_path / "v2.safetensors", loaded.model, CLASSES)
+    from safetensors import safe_open
+
+    with safe_open(str(new), framework="np") as f:
+        assert f.metadata()["format_version"] == str(FORMAT_VERSION) == "2"
+    types = [e["type"] for e in read_metadata(new)["architecture"]]
+    assert types == ["conv", "batchnorm", "relu", "maxpool", "avgpool", "flatten", "fc",
+                     "batchnorm1d", "dropout", "fc"]
+    np.testing.assert_array_equal(load_model(new).model.predict(x), model.predict(x))
+
+
+def test_fit_error_survives_save_and_load(tmp_path: Path) -> None:
+    """fit="error" (refuse a stride that does not fit) was lost on save: it loaded as floor."""
+    import convscope as cs
+
+    model = cs.Sequential(cs.Conv2D(1, 2, 3, stride=2, fit="error"), cs.ReLU(),
+                          cs.MaxPool2D(2, fit="error"), cs.AvgPool2D(1, fit="error"),
+                          cs.Flatten(), cs.Linear(None, 10), input_shape=(1, 9, 9), seed=0)
+    loaded = load_model(save_model(tmp_path / "m.safetensors", model, CLASSES)).model
+    assert [getattr(layer, "fit", None) for layer in loaded.layers] == [
+        "error", None, "error", "error", None, None]
+    with pytest.raises(cs.ShapeError):  # 10x10: (10 - 3) / 2 + 1 is not whole
+        loaded.output_shape((1, 10, 10))
 
 
 @pytest.mark.parametrize("keep", [0, 5, 8, 40, -1, -100])
@@ -167,9 +236,25 @@ def test_unknown_layer_in_architecture_is_refused(saved, tmp_path: Path) -> None
     tensors, meta = read_safetensors(path)
     meta["architecture"][2] = {"type": "swish"}
     write_safetensors(tmp_path / "arch.safetensors", tensors, MODEL_FORMAT, meta)
-    with pytest.raises(ModelFileError, match=r"architecture cannot be built: layer 2: unknown "
-                                             r"type 'swish'"):
+    with pytest.raises(ModelFileError, match=r"arch.safetensors: model file names layer kind "
+                                             r"'swish', which is not registered; import the "
+                                             r"module that defines it$") as info:
         load_model(tmp_path / "arch.safetensors")
+    assert "\n" not in str(info.value)
+    # inside a nested block too
+    meta["architecture"][2] = {"type": "sequential", "layers": [{"type": "relu"},
+                                                               {"type": "mish"}]}
+    write_safetensors(tmp_path / "nested.safetensors", tensors, MODEL_FORMAT, meta)
+    with pytest.raises(ModelFileError, match=r"names layer kind 'mish', which is not registered"):
+        load_model(tmp_path / "nested.safetensors")
+    # a kind is looked up in the registry, never imported: nothing in a file runs
+    import sys
+
+    meta["architecture"][2] = {"type": "antigravity"}  # a stdlib module that opens a browser
+    write_safetensors(tmp_path / "module.safetensors", tensors, MODEL_FORMAT, meta)
+    with pytest.raises(ModelFileError, match=r"names layer kind 'antigravity'"):
+        load_model(tmp_path / "module.safetensors")
+    assert "antigravity" not in sys.modules
 
 
 def test_other_files_are_refused(saved, tmp_path: Path) -> None:
@@ -319,3 +404,14 @@ def test_predict_refuses_bad_files(digit_model, tmp_path: Path) -> None:
         saved.predict_files([tmp_path / "missing.png"])
     with pytest.raises(ValueError, match="top_k must be >= 1"):
         saved.predict_files([tmp_path / "not.png"], top_k=0)
+
+
+def test_a_float64_model_whose_first_layer_has_no_parameters_predicts(tmp_path):
+    """The model's dtype comes from all its parameters, not the first layer's (a Flatten has none)."""
+    net = cs.Sequential(cs.Flatten(), cs.Linear(None, 3, dtype=np.float64), input_shape=(1, 2, 2),
+                        seed=0)
+    save_model(tmp_path / "m.safetensors", net, ["a", "b", "c"])
+    saved = load_model(tmp_path / "m.safetensors")
+    p = saved.predict_proba(np.arange(8, dtype=np.uint8).reshape(2, 1, 2, 2))
+    assert p.dtype == np.float64 and p.shape == (2, 3)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)

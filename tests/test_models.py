@@ -119,7 +119,7 @@ def test_dict_form_with_input_shape_and_classes_units(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("layers,pattern", [
-    ([{"type": "convv", "filters": 6, "size": 5}], r"layer 0: unknown type 'convv' \(did you mean 'conv'\?\); known types: conv"),
+    ([{"type": "convv", "filters": 6, "size": 5}], r"layer 0: unknown type 'convv' \(did you mean 'conv'\?\); known types: [a-z0-9_, ]*\bconv\b.*; a layer of your own: register it with @convscope.register_layer"),
     ([{"type": "conv", "filter": 6, "size": 5}], r"layer 0 \(conv\): unknown key 'filter' \(did you mean 'filters'\?\); conv takes: filters"),
     ([{"type": "relu"}, {"type": "fc", "unit": 3}], r"layer 1 \(fc\): unknown key 'unit'"),
     ([{"filters": 6}], r"layer 0 .*: no 'type'"),
@@ -133,6 +133,17 @@ def test_dict_form_with_input_shape_and_classes_units(tmp_path) -> None:
     ([{"type": "fc", "units": 4}, {"type": "conv", "filters": 2, "size": 3}], r"layer 1 .*needs a volume"),
     ([{"type": "relu"}, {"type": "input", "shape": [1, 8, 8]}], r"input layer can only come first"),
     ([], r"has no layers"),
+    ([{"type": "avgpool", "kind": "max"}], r"type 'avgpool' contradicts kind 'max'"),
+    ([{"type": "maxpool", "kind": "avg"}], r"type 'maxpool' contradicts kind 'avg'"),
+    ([{"type": "pool", "count_include_pad": False}], r"'count_include_pad' is for average pooling"),
+    ([{"type": "avgpool", "dilation": 2}], r"average pooling has no dilation"),
+    ([{"type": "conv", "filters": 2, "size": 3, "fit": "round"}], r"'fit' must be one of 'floor', 'error'"),
+    ([{"type": "conv", "filters": 2, "size": 3, "padding_mode": "mirror"}], r"layer 0 \(.*\): Conv2D: padding_mode must be one of"),
+    ([{"type": "fc", "units": 3, "activation": "dropout"}], r"'activation' must be one of relu, leakyrelu, sigmoid, tanh"),
+    ([{"type": "sequential", "layers": []}], r"layer 0 .*'layers' must be a non-empty list"),
+    ([{"type": "sequential", "layers": [{"type": "relu"}, {"type": "conv", "size": 3}]}], r"layer 0\.1 .*'filters' is required"),
+    ([{"type": "sequential", "layers": [{"type": "relu"}, {"type": "input", "shape": [1, 8, 8]}]}], r"layer 0\.1 .*input layer can only come first"),
+    ([{"type": "sequential", "layers": [{"type": "rleu"}]}], r"layer 0\.0: unknown type 'rleu' \(did you mean 'relu'\?\)"),
 ])
 def test_architecture_errors_name_the_layer_and_key(layers: list, pattern: str) -> None:
     with pytest.raises(ArchitectureError, match=pattern) as info:
@@ -171,11 +182,87 @@ def test_parse_shape() -> None:
         parse_shape("28x28")
 
 
+def test_canonical_entries_name_each_registered_kind_with_every_key() -> None:
+    net = build_model([{"type": "conv", "filters": 2, "size": 3, "fit": "error"},
+                       {"type": "pool", "size": 1}, {"type": "pool", "kind": "avg", "size": 1},
+                       {"type": "batchnorm"}, {"type": "fc", "units": 3, "activation": "tanh"},
+                       {"type": "batchnorm", "momentum": None}, {"type": "softmax"}],
+                      (1, 5, 5), 4, seed=0)
+    canon = architecture_of(net)
+    assert [e["type"] for e in canon] == ["conv", "maxpool", "avgpool", "batchnorm", "flatten",
+                                          "fc", "tanh", "batchnorm1d", "fc"]
+    assert canon[0] == {"type": "conv", "filters": 2, "size": [3, 3], "stride": [1, 1],
+                        "pad": [[0, 0], [0, 0]], "dilation": [1, 1], "groups": 1, "bias": True,
+                        "padding_mode": "zeros", "fit": "error"}
+    assert canon[2] == {"type": "avgpool", "size": [1, 1], "stride": [1, 1], "pad": [0, 0],
+                        "ceil_mode": False, "count_include_pad": True, "fit": "floor"}
+    assert canon[7] == {"type": "batchnorm1d", "eps": 1e-5, "momentum": None, "affine": True,
+                        "track_running_stats": True}
+    assert canon[8] == {"type": "fc", "units": 4, "bias": True}
+    assert json.loads(json.dumps(canon)) == canon
+
+
+def test_batch_norm_without_affine_or_running_stats_round_trips() -> None:
+    net = cs.Sequential(cs.Conv2D(1, 2, 3), cs.BatchNorm2D(affine=False),
+                        cs.BatchNorm2D(track_running_stats=False, eps=1e-3), cs.Flatten(),
+                        cs.Linear(None, 3), cs.BatchNorm1D(momentum=None), input_shape=(1, 5, 5))
+    again = build_model(architecture_of(net), (1, 5, 5), 3)
+    assert architecture_of(again) == architecture_of(net)
+    assert list(again.state_dict()) == list(net.state_dict())
+    bn = again.layers[2]
+    assert (bn.affine, bn.track_running_stats, bn.eps) == (True, False, 1e-3)
+    assert again.layers[5].momentum is None and not again.layers[1].params
+
+
+def test_nested_sequential_builds_and_round_trips() -> None:
+    spec = [{"type": "conv", "filters": 3, "size": 3, "pad": 1},
+            {"type": "sequential", "layers": [
+                {"type": "conv", "filters": 3, "size": 3, "pad": 1, "activation": "relu"},
+                {"type": "sequential", "layers": [{"type": "batchnorm"}]}]},
+            {"type": "pool"}, {"type": "fc", "units": "classes"}]
+    net = build_model(spec, (2, 6, 6), 5, seed=0)
+    block = net.layers[1]
+    assert isinstance(block, cs.Sequential) and len(block) == 3
+    assert isinstance(block[2], cs.Sequential) and isinstance(block[2][0], cs.BatchNorm2D)
+    assert "1.0.weight" in net.state_dict() and "1.2.0.running_mean" in net.state_dict()
+    canon = architecture_of(net)
+    assert canon[1]["type"] == "sequential" and canon[1]["layers"][2]["type"] == "sequential"
+    again = build_model(canon, (2, 6, 6), 5, seed=1)
+    assert architecture_of(again) == canon
+    again.load_state_dict(net.state_dict())
+    x = np.random.default_rng(0).normal(size=(2, 2, 6, 6)).astype(np.float32)
+    np.testing.assert_array_equal(again.predict(x), net.predict(x))
+    # seeded: the same weights as the same layers written flat
+    flat = build_model([spec[0], {"type": "conv", "filters": 3, "size": 3, "pad": 1}],
+                       (2, 6, 6), 5, seed=0)
+    np.testing.assert_array_equal(net.params["1.0.weight"], flat.params["1.weight"])
+    with pytest.raises(cs.ShapeError, match=r"layer 1\.1 \(conv\):"):
+        build_model([{"type": "relu"}, {"type": "sequential", "layers": [
+            {"type": "relu"}, {"type": "conv", "filters": 1, "size": 9}]}], (1, 4, 4), 2)
+
+
+def test_an_unregistered_subclass_cannot_be_saved() -> None:
+    class MyReLU(cs.ReLU):
+        pass
+
+    net = cs.Sequential(cs.Flatten(), cs.Linear(4, 2), MyReLU(), input_shape=(1, 2, 2))
+    with pytest.raises(cs.UnsupportedLayer, match=r"MyReLU is not a registered layer kind, so it "
+                                                  r"cannot be saved \(it subclasses the 'relu' "
+                                                  r"kind.*register_layer\('myrelu'\)"):
+        architecture_of(net)
+
+
 _layer = st.one_of(
     st.builds(lambda f, k, p, s: {"type": "conv", "filters": f, "size": k, "pad": p, "stride": s},
               st.integers(1, 4), st.integers(1, 3), st.integers(0, 1), st.integers(1, 2)),
     st.builds(lambda k, kind: {"type": "pool", "size": k, "kind": kind, "stride": 1},
               st.integers(1, 2), st.sampled_from(["max", "avg"])),
+    st.builds(lambda k, inc, fit: {"type": "avgpool", "size": k, "count_include_pad": inc,
+                                   "pad": k // 2, "fit": fit},
+              st.integers(1, 2), st.booleans(), st.sampled_from(["floor", "error"])),
+    st.builds(lambda f, act: {"type": "sequential", "layers": [
+        {"type": "conv", "filters": f, "size": 1, "activation": act}, {"type": "batchnorm"}]},
+        st.integers(1, 3), st.sampled_from(["relu", "tanh", "none"])),
     st.sampled_from([{"type": "relu"}, {"type": "tanh"}, {"type": "sigmoid"},
                      {"type": "leakyrelu", "slope": 0.2}, {"type": "batchnorm"},
                      {"type": "dropout", "p": 0.25}]),
@@ -186,8 +273,8 @@ _layer = st.one_of(
 @given(st.lists(_layer, min_size=0, max_size=5), st.integers(1, 3), st.booleans())
 def test_canonical_architecture_round_trip(layers: list, classes: int, hidden: bool) -> None:
     """architecture_of(model) rebuilds the same layers: same names, shapes and outputs."""
-    spec = layers + ([{"type": "fc", "units": 5}, {"type": "relu"}] if hidden else []) + [
-        {"type": "fc", "units": "classes"}]
+    spec = layers + ([{"type": "fc", "units": 5}, {"type": "batchnorm"}, {"type": "relu"}]
+                     if hidden else []) + [{"type": "fc", "units": "classes"}]
     try:
         net = build_model(spec, (2, 9, 9), classes, seed=0)
     except cs.ShapeError:

@@ -10,9 +10,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-import torch
+onnx = pytest.importorskip("onnx")
+onnxruntime = pytest.importorskip("onnxruntime")
+torch = pytest.importorskip("torch")
 from hypothesis import given, reject, settings
 from interop_stacks import randomize, stacks
 from onnx import TensorProto, helper, numpy_helper
@@ -241,8 +242,17 @@ def test_export_errors() -> None:
         def forward(self, x: np.ndarray) -> np.ndarray:
             return x * x
 
-    with pytest.raises(TypeError, match=r"layer 1: Square\(\) .*no ONNX export"):
+    with pytest.raises(cs.UnsupportedLayer, match=r"layer 1: Square is not a registered layer "
+                       r"kind, so it cannot be exported to ONNX; decorate it with "
+                       r"@convscope.register_layer\('square'\)$"):
         export_onnx(cs.Sequential(cs.ReLU(), Square(), input_shape=(1, 2, 2)))
+
+    class Relu6(cs.ReLU):  # an unregistered subclass of a kind: it would come back a ReLU
+        pass
+
+    with pytest.raises(TypeError, match=r"layer 0\.1: Relu6 is not a registered .*subclasses "
+                       r"the 'relu' kind"):
+        export_onnx(cs.Sequential(cs.Sequential(cs.ReLU(), Relu6()), input_shape=(1, 2, 2)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
+torch = pytest.importorskip("torch")
 
 import convscope as cs
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
+torch = pytest.importorskip("torch")
 import torch.nn.functional as tF
 from hypothesis import example, given, settings
 from hypothesis import strategies as st

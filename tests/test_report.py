@@ -100,7 +100,9 @@ def test_report_is_self_contained_and_well_formed(run: dict[str, Any]) -> None:
     assert not page.open, f"unclosed tags {page.open}"
     assert "script" not in page.tags and "link" not in page.tags and "iframe" not in page.tags
     assert "http://" not in text and "https://" not in text and "url(" not in text
-    assert page.refs and all(r.startswith("data:image/png;base64,") for r in page.refs)
+    assert "explore.html" in page.refs  # the run's explorer, beside the report
+    refs = [r for r in page.refs if r != "explore.html"]
+    assert refs and all(r.startswith("data:image/png;base64,") for r in refs)
     sizes = []
     for img in page.imgs:
         raw = base64.b64decode(img["src"].split(",", 1)[1], validate=True)
@@ -121,6 +123,27 @@ def test_report_is_self_contained_and_well_formed(run: dict[str, Any]) -> None:
     assert f"{100 * ev.accuracy:.2f}%" in words and f"({ev.correct:,} of {ev.total:,})" in words
     h = run["result"].history
     assert f"{h[-1]['train_loss']:.4f}" in words
+
+
+def test_report_sees_into_blocks(rng: np.random.Generator) -> None:
+    """A block's layers get summary rows under its totals, steps in the walk, and their filters."""
+    from convscope import Conv2D, Flatten, Linear, MaxPool2D, ReLU, Sequential
+    from convscope.report import report_html
+
+    net = Sequential(Conv2D(1, 4, 3), Sequential(Conv2D(4, 6, 3), ReLU(), MaxPool2D(2)),
+                     Flatten(), Linear(None, 3), input_shape=(1, 10, 10), seed=0)
+    x = rng.integers(0, 256, (12, 1, 10, 10), dtype=np.uint8)
+    text = report_html(net, ["a", "b", "c"], x_eval=x, y_eval=rng.integers(0, 3, 12), samples=1,
+                       gallery=4)
+    page = _Page()
+    page.feed(text)
+    page.close()
+    assert page.rows["summary"] == 1 + 1 + (4 + 3) + 1  # head, input, 4 layers and 3 inside, total
+    assert [img["alt"] for img in page.imgs if img["alt"].startswith("filters")] == [
+        "filters of layer 0", "filters of layer 1.0"]
+    words = " ".join(page.text)
+    assert "[1] BLOCK: 3 layers in a row: 8×8×4 → 3×3×6" in words
+    assert "[1.0] CONV: 6 filters 3×3×4" in words
 
 
 def test_report_for_run_rewrites_it(run: dict[str, Any], tmp_path: Path) -> None:

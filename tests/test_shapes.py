@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-import torch
+torch = pytest.importorskip("torch")
 import torch.nn.functional as tF
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st

@@ -12,10 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import convscope as cs
 from convscope.data import BatchLoader, Normalizer
 from convscope.io import CHECKPOINT_FORMAT, ModelFileError, load_model, read_safetensors
 from convscope.models import build_model
 from convscope.train import (TrainConfig, Trainer, TrainingDiverged, evaluate, learning_rate)
+from convscope.layers.registry import unregister
+from convscope.train.checkpoint import rng_to_array
 
 torch = pytest.importorskip("torch")
 
@@ -297,6 +300,97 @@ def test_resume_can_extend_the_epochs(tmp_path: Path) -> None:
     more = _trainer(tmp_path, epochs=3)
     result = more.fit(x, y, resume=True)
     assert result.epochs == 3 and [m["epoch"] for m in result.history] == [1, 2, 3]
+
+
+class _Jitter(cs.Layer):
+    """A layer of one's own that draws random numbers: y = x + 0.1·noise in training."""
+
+    stochastic = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rng = np.random.default_rng(123)
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        return x + 0.1 * self.rng.standard_normal(x.shape).astype(x.dtype)
+
+    def backward(self, dy):
+        return dy
+
+    def rng_state(self):
+        return self.rng.bit_generator.state
+
+    def set_rng_state(self, state):
+        self.rng = np.random.Generator(np.random.PCG64())
+        self.rng.bit_generator.state = state
+
+
+def _nested(seed: int = 0) -> cs.Sequential:
+    """Dropout inside a nested block (prefix "2.0") and a stochastic layer that is no Dropout."""
+    return cs.Sequential(cs.Conv2D(1, 4, 3, padding=1), cs.ReLU(),
+                         cs.Sequential(cs.Dropout(0.3), cs.Flatten()), _Jitter(),
+                         cs.Linear(None, 4), input_shape=(1, 8, 8), seed=seed)
+
+
+@pytest.fixture
+def jitter_kind():
+    """_Jitter registered (model files name their kinds) for one test, unregistered after it."""
+    cs.register_layer("test_jitter")(_Jitter)
+    yield
+    unregister("test_jitter")
+
+
+def test_stochastic_layers_at_any_depth_are_seeded_and_resume_exactly(tmp_path: Path,
+                                                                      jitter_kind) -> None:
+    x, y = _data(120)
+    cfg = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "seed": 7}
+
+    def trainer(run_dir, callbacks=()):
+        return Trainer(_nested(), TrainConfig(**cfg), normalizer=Normalizer.fit(x),
+                       run_dir=run_dir, callbacks=callbacks)
+
+    full = trainer(tmp_path / "full")
+    keys = [k for k, _ in full.stochastic]
+    assert keys == ["2.0", "3"]
+    # each generator is default_rng([seed, 1, *position]): the masks depend on the seed alone
+    expected = np.random.default_rng([7, 1, 2, 0]).random(5)
+    np.testing.assert_array_equal(full.model.layers[2].layers[0].rng.random(5), expected)
+    full = trainer(tmp_path / "full")
+    full.fit(x, y)
+
+    class CtrlC:
+        def on_batch_end(self, trainer, info):
+            if info["step"] == 11:  # epoch 2, batch 3 of 8
+                os.kill(os.getpid(), signal.SIGINT)
+
+    cut = trainer(tmp_path / "cut", [CtrlC()])
+    assert cut.fit(x, y).status == "interrupted"
+    arrays, _ = read_safetensors(tmp_path / "cut" / "checkpoint.safetensors", CHECKPOINT_FORMAT)
+    assert sorted(k for k in arrays if k.startswith("rng.")) == ["rng.2.0", "rng.3"]
+    # the checkpoint holds where each generator had got to, not the seed's start
+    again = trainer(tmp_path / "again")
+    jitter = again.model.layers[3]
+    fresh = jitter.rng_state()
+    again.load_checkpoint(tmp_path / "cut" / "checkpoint.safetensors")
+    assert jitter.rng_state() != fresh
+    np.testing.assert_array_equal(rng_to_array(jitter.rng_state()), arrays["rng.3"])
+    resumed = trainer(tmp_path / "cut")
+    assert resumed.fit(x, y, resume=True).status == "completed"
+    _same_weights(full, resumed)
+    assert _without_timing(resumed.history) == _without_timing(full.history)
+
+
+def test_dropout_rng_state_round_trips() -> None:
+    a, b = cs.Dropout(0.5, seed=1), cs.Dropout(0.5, seed=2)
+    a.rng.random(7)  # somewhere inside the stream
+    b.set_rng_state(a.rng_state())
+    x = np.ones((4, 9), np.float32)
+    np.testing.assert_array_equal(a.forward(x), b.forward(x))
+    assert a.rng is not b.rng  # b got its own generator in that state
+    with pytest.raises(ValueError, match="unknown bit generator 'Nope'"):
+        b.set_rng_state({"bit_generator": "Nope"})
 
 
 def test_resume_refuses_other_settings_or_data(tmp_path: Path) -> None:

@@ -162,11 +162,12 @@ def test_filter_grid_channels_and_mean(tmp_path: Path) -> None:
 
 def test_filter_grid_errors() -> None:
     net = lecture_net()
-    with pytest.raises(ValueError, match=r"layer 1 is not a Conv2D layer; conv layers are at \[0, 2\]"):
+    with pytest.raises(ValueError, match=r"layer 1 is not a conv layer \(no filters to draw\); "
+                                         r"conv layers are at \[0, 2\]"):
         viz.filter_grid(net, 1)
     with pytest.raises(ValueError, match="mode='rgb' needs filters of depth 3, layer 2 has depth 6"):
         viz.filter_grid(net, 2, mode="rgb")
-    with pytest.raises(ValueError, match="has no Conv2D layer"):
+    with pytest.raises(ValueError, match="has no conv layer"):
         viz.filter_grid(cs.Sequential(cs.Flatten(), cs.Linear(4, 2), input_shape=(1, 2, 2)))
     with pytest.raises(ValueError, match="unknown colormap 'nope'"):
         viz.filter_grid(net, 2, cmap="nope")
@@ -280,3 +281,75 @@ def test_cli_viz_and_evaluate_confusion(tmp_path: Path, monkeypatch: pytest.Monk
     assert (run / "confusion-test.png").is_file()
     assert main(["evaluate", str(path), "--limit", "60", "--confusion", "cm.png"]) == 0
     assert (tmp_path / "cm.png").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# blocks and traits: nested Sequential, a user's layer with filters, a user's inference identity
+
+
+def test_activation_maps_and_filters_inside_a_block(tmp_path: Path, rng: np.random.Generator) -> None:
+    net = cs.Sequential(cs.Conv2D(3, 6, 5), cs.ReLU(),
+                        cs.Sequential(cs.Conv2D(6, 10, 5), cs.ReLU(), cs.Dropout(0.5)),
+                        cs.MaxPool2D(2), cs.Flatten(), cs.Linear(None, 10),
+                        input_shape=(3, 32, 32), seed=0)
+    x = rng.normal(size=(3, 32, 32)).astype(np.float32)
+    pic = viz.activation_maps(net, x, tmp_path / "a.png")
+    assert [p.title for p in pic.panels] == ["input", "[0] CONV", "[1] RELU", "[2.0] CONV",
+                                             "[2.1] RELU", "[3] POOL", "[5] FC"]
+    assert [p.layer for p in pic.panels] == [None, 0, 1, "2.0", "2.1", 3, 5]
+    # the arrays drawn are the layers' real outputs, computed here by hand, layer by layer
+    y = x[None]
+    for layer in (net[0], net[1], net[2][0]):
+        y = layer.eval().forward(y)
+    np.testing.assert_allclose(pic.panels[3].array, y[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(pic.panels[4].array, np.maximum(y[0], 0), rtol=1e-6, atol=1e-6)
+    img = png(tmp_path / "a.png")
+    maps = pic.panels[3].array
+    lo, hi = float(maps.min()), float(maps.max())
+    shown = tile_pixels(img, pic.panels[3].tiles[2])[..., 0]
+    assert np.abs(shown - expected_gray(maps[2], lo, hi)).max() <= 0.5 + 1e-6
+    assert "forward" not in net[2][0].__dict__  # the recording wrappers are gone
+    # filters: the block's conv is found by its label
+    assert [label for label, _ in viz.filter_layers(net)] == ["0", "2.0"]
+    pic = viz.filter_grid(net, "2.0", tmp_path / "f.png", mode="mean")
+    assert pic.panels[0].layer == "2.0" and pic.panels[0].title.startswith("[2.0] CONV: 10 filters")
+    assert np.allclose(pic.panels[0].array, net[2][0].params["weight"].mean(axis=1))
+    with pytest.raises(ValueError, match=r"conv layers are at \[0, 2\.0\]"):
+        viz.filter_grid(net, "2.1")
+
+
+class _Shift(cs.Layer):
+    """A user's layer that is the identity when predicting (like dropout): x + 1 in training."""
+
+    identity_at_inference = True
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return x + 1 if self.training else x
+
+
+class _Filters(cs.Layer):
+    """A user's layer with filters (not a Conv2D): found by its ``shows_filters`` trait."""
+
+    shows_filters = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = cs.Conv2D(1, 4, 3, seed=0)
+        self.params = self.conv.params  # weight (K, D, kH, kW), as the trait promises
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return self.conv.output_shape(input_shape)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return self.conv.forward(x)
+
+
+def test_pictures_ask_traits_not_classes(tmp_path: Path, rng: np.random.Generator) -> None:
+    net = cs.Sequential(_Filters(), _Shift(), cs.ReLU(), cs.Flatten(), cs.Linear(None, 3),
+                        input_shape=(1, 8, 8), seed=0)
+    pic = viz.activation_maps(net, rng.normal(size=(1, 8, 8)).astype(np.float32))
+    assert [p.title for p in pic.panels] == ["input", "[0] _FILTERS", "[2] RELU", "[4] FC"]
+    assert pic.panels[0].extra["model_input"].shape == (1, 8, 8)
+    pic = viz.filter_grid(net)
+    assert pic.panels[0].layer == 0 and len(pic.panels[0].tiles) == 4
+    assert np.allclose(pic.panels[0].array, net[0].params["weight"][:, 0])  # one channel: 'mean'

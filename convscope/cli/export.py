@@ -20,7 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from . import CommandError, _Formatter, _say
+from ..formats.model_file import atomic_write, load_model
+from ..formats.onnx import export as onnx_export  # the module: tests replace run_onnx there
+from ..formats.torch.convert import save_torch_weights
+from ..train.evaluation import model_dtype
+from ._common import CommandError, Formatter, add_import, say
 
 __all__ = ["add_parser", "run", "model_metadata"]
 
@@ -29,10 +33,8 @@ TOLERANCE = 1e-4
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
-    from ..formats.onnx.export import DEFAULT_OPSET, MIN_OPSET  # noqa: PLC0415 - no onnx import here
-
     p = sub.add_parser(
-        "export", formatter_class=_Formatter,
+        "export", formatter_class=Formatter,
         help="write a model as ONNX or as a PyTorch state dict",
         description="Write a trained model file as an ONNX graph (Conv, pooling, BatchNorm, "
         "Gemm, ...; input 'input' (batch, C, H, W), output 'output', the batch axis dynamic) "
@@ -48,13 +50,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--onnx", metavar="OUT.onnx", help="write the ONNX graph here")
     p.add_argument("--torch", metavar="OUT.safetensors",
                    help="write the PyTorch state dict here (safetensors: no pickle)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                   help=f"ONNX opset, {MIN_OPSET} or newer (default: {DEFAULT_OPSET})")
+    p.add_argument("--opset", type=int, default=onnx_export.DEFAULT_OPSET,
+                   help=f"ONNX opset, {onnx_export.MIN_OPSET} or newer (default: "
+                   f"{onnx_export.DEFAULT_OPSET})")
     p.add_argument("--input-name", default="input", help="the graph input's name (default: input)")
     p.add_argument("--output-name", default="output",
                    help="the graph output's name (default: output)")
     p.add_argument("--no-check", dest="check", action="store_false",
                    help="do not compare onnxruntime's outputs with convscope's")
+    add_import(p)
     return p
 
 
@@ -75,8 +79,6 @@ def model_metadata(saved: Any) -> dict[str, str]:
 def _check_onnx(proto: Any, saved: Any) -> str:
     """Run the graph with onnxruntime on random inputs (batch sizes 1 and 8); raise on a
     disagreement, return a one-line account."""
-    from ..formats.onnx.export import run_onnx  # noqa: PLC0415
-
     try:
         import onnxruntime  # noqa: F401, PLC0415
     except ImportError:
@@ -86,8 +88,8 @@ def _check_onnx(proto: Any, saved: Any) -> str:
     worst = 0.0
     for n in (1, 8):
         x = rng.standard_normal((n, *saved.input_shape)).astype(np.float32)
-        ours = saved.model.predict(x.astype(saved.model.layers[0].dtype or np.float32))
-        theirs = run_onnx(data, x)
+        ours = saved.model.predict(x.astype(model_dtype(saved.model)))
+        theirs = onnx_export.run_onnx(data, x)
         scale = max(1.0, float(np.abs(ours).max()))
         diff = float(np.abs(theirs - ours).max()) / scale
         worst = max(worst, diff)
@@ -99,8 +101,6 @@ def _check_onnx(proto: Any, saved: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..formats.model_file import load_model  # noqa: PLC0415
-
     if not args.onnx and not args.torch:
         raise CommandError("say what to write: --onnx OUT.onnx and/or --torch OUT.safetensors")
     if args.torch and not str(args.torch).endswith(".safetensors"):
@@ -109,30 +109,24 @@ def run(args: argparse.Namespace) -> int:
     saved = load_model(args.model)
     meta = model_metadata(saved)
     if args.onnx:
-        from ..formats.onnx.export import export_onnx  # noqa: PLC0415
-
-        proto = export_onnx(saved.model, None, input_shape=saved.input_shape, opset=args.opset,
-                            input_name=args.input_name, output_name=args.output_name,
-                            metadata=meta)
+        proto = onnx_export.export_onnx(saved.model, None, input_shape=saved.input_shape,
+                                        opset=args.opset, input_name=args.input_name,
+                                        output_name=args.output_name, metadata=meta)
         note = _check_onnx(proto, saved) if args.check else "outputs not compared (--no-check)"
-        from ..formats.model_file import atomic_write  # noqa: PLC0415
-
         atomic_write(args.onnx, proto.SerializeToString())
         print(f"wrote {args.onnx}: ONNX opset {args.opset}, {len(proto.graph.node)} nodes, "
               f"input '{args.input_name}' (batch, {', '.join(map(str, saved.input_shape))}), "
               f"output '{args.output_name}' (batch, {len(saved.classes)}); {note}")
     if args.torch:
-        from ..formats.torch.convert import save_torch_weights  # noqa: PLC0415
-
         save_torch_weights(saved.model, args.torch, meta)
         keys = list(saved.model.state_dict())
         print(f"wrote {args.torch}: PyTorch state dict, {len(keys)} tensors ({keys[0]}, ...); "
               "load with model.load_state_dict(safetensors.torch.load_file(path))")
     if saved.normalization is not None:
         norm = saved.normalization
-        _say(f"note: the model takes normalised input (pixels / 255 - mean) / std, mean "
-             f"{[round(v, 4) for v in norm.mean]}, std {[round(v, 4) for v in norm.std]} "
-             "(also in the metadata)")
+        say(f"note: the model takes normalised input (pixels / 255 - mean) / std, mean "
+            f"{[round(v, 4) for v in norm.mean]}, std {[round(v, 4) for v in norm.std]} "
+            "(also in the metadata)")
     else:
-        _say("note: the model takes pixels / 255, in [0, 1]")
+        say("note: the model takes pixels / 255, in [0, 1]")
     return 0

@@ -1,4 +1,6 @@
-"""Image files through Pillow: one image for a model's input, or a folder of class folders.
+"""Image files through Pillow: one image for a model's input, or a folder of class folders;
+and the photo heuristics of prediction (which background a model was trained on, what goes
+under a transparent image).
 
 Pillow is imported only when an image is read; without it these functions raise ImportError
 saying how to install it.
@@ -14,7 +16,8 @@ import numpy as np
 
 from .formats import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "load_image", "load_image_folder", "image_folder_classes"]
+__all__ = ["IMAGE_EXTENSIONS", "load_image", "load_image_folder", "image_folder_classes",
+           "border_level", "estimate_background", "load_image_for_model"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _FITS = ("stretch", "crop", "pad")
@@ -178,3 +181,59 @@ def load_image_folder(root: str | os.PathLike[str],
         x[i] = load_image(p, shape, fit=fit)
     y = np.concatenate([np.full(len(g), k, dtype=np.int64) for k, g in enumerate(files)])
     return x, y, classes
+
+
+# ---------------------------------------------------------------------------------------------
+# photos for a trained model: backgrounds and transparency
+
+
+def border_level(img: np.ndarray) -> float:
+    """Median grey level of an image's one-pixel border (uint8 (C, H, W))."""
+    grey = img.astype(np.float64).mean(axis=0)
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    return float(np.median(border))
+
+
+def estimate_background(images: np.ndarray, sample: int = 2000) -> int | None:
+    """The grey level of the training images' borders (0 for MNIST's black), or None when the
+    borders do not share one (photos).  ``images`` uint8 (N, C, H, W).
+
+    The median of the one-pixel borders of up to ``sample`` images, kept when at least 80% of
+    those border pixels lie within 32 grey levels of it."""
+    if images.ndim != 4 or len(images) == 0:
+        return None
+    idx = np.linspace(0, len(images) - 1, min(sample, len(images))).astype(int)
+    grey = images[idx].astype(np.float32).mean(axis=1)
+    border = np.concatenate([grey[:, 0].ravel(), grey[:, -1].ravel(), grey[:, :, 0].ravel(),
+                             grey[:, :, -1].ravel()])
+    level = float(np.median(border))
+    return int(round(level)) if np.mean(np.abs(border - level) <= 32) >= 0.8 else None
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma of RGB (3, H, W) floats, as Pillow's convert('L')."""
+    return rgb[0] * 0.299 + rgb[1] * 0.587 + rgb[2] * 0.114
+
+
+def load_image_for_model(path: str | os.PathLike[str], shape: tuple[int, int, int],
+                         fit: str = "stretch") -> np.ndarray:
+    """One image as uint8 ``shape`` (C, H, W) for a model.  A transparent background goes under
+    the strokes in the contrasting grey (white under dark strokes, black under light ones);
+    ``fit="pad"`` pads with the image's own background (its border's grey level)."""
+    c, h, w = shape
+    if c == 4:
+        return load_image(path, shape, fit)
+    rgba = load_image(path, (4, h, w), "stretch").astype(np.float64)  # to look at, not to keep
+    alpha = rgba[3] / 255.0
+    if alpha.min() >= 1.0:
+        level = border_level(np.round(_luma(rgba[:3]))[None])
+        return load_image(path, shape, fit, background=int(round(level)))
+    weight = alpha.sum()
+    level = float((_luma(rgba[:3]) * alpha).sum() / weight) if weight > 0 else 0.0
+    bg = 255 if level < 128 else 0
+    if fit != "stretch":
+        rgba = load_image(path, (4, h, w), fit, background=bg).astype(np.float64)
+        alpha = rgba[3] / 255.0
+    rgb = rgba[:3] * alpha + bg * (1 - alpha)
+    out = _luma(rgb)[None] if c == 1 else rgb
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)

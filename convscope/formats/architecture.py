@@ -1,126 +1,73 @@
-"""Architectures: presets, and users' own designs as JSON lists of layers.
+"""Architectures as JSON lists of layers (ConvNetJS style), read and written through the registry.
 
-A design is a list of layer dicts, as in ConvNetJS::
+A design is a list of layer dicts::
 
     [{"type": "conv", "filters": 6, "size": 5, "stride": 1, "pad": 0},
      {"type": "relu"}, {"type": "pool", "size": 2}, {"type": "fc", "units": 10}]
 
-:func:`build_model` turns one (or a preset's name, or a JSON file) into a built
-:class:`~convscope.model.Sequential`: a Flatten goes in before the first ``fc`` that follows a
-volume, ``activation`` keys become layers, ``"units": "classes"`` (or a ConvNetJS ``softmax``
-layer) becomes the number of classes.  :func:`architecture_of` gives the canonical list back
-from a model (every key explicit, one dict per engine layer); that list is what model files
-store, and building it again gives the same layers with the same parameter names.
+Each ``"type"`` is a registered kind (or an alias); the keys it takes are its class's
+``spec_keys`` and its class's ``from_spec`` reads them (layers/*.py, next to the layer).
+:func:`build_model` turns a list (or a preset's name, or a JSON file) into a built
+:class:`~convscope.layers.container.Sequential`: a Flatten goes in before the first ``fc``
+that follows a volume, an ``activation`` key becomes a layer, ``"units": "classes"`` (or a
+ConvNetJS ``softmax`` entry) becomes the number of classes, ``batchnorm`` is 2-D after a volume
+and 1-D after fc, ``{"type": "sequential", "layers": [...]}`` nests.  :func:`architecture_of`
+gives the canonical list back (each layer under its kind name, every key explicit): model files
+store it, and building it again gives the same layers with the same parameter names.
 
-Layer types and their keys (defaults in brackets)::
+The built-in kinds and their keys (defaults in brackets; ConvNetJS spellings accepted)::
 
-    conv       filters, size, stride [1], pad [0 | "same" | "valid" | [h, w] | [[t, b], [l, r]]],
-               dilation [1], groups [1], bias [true], padding_mode ["zeros"], activation [none]
-    pool       size [2], stride [size], pad [0], kind ["max" | "avg"], dilation [1] (max),
-               ceil_mode [false], count_include_pad [true] (avg); also "maxpool", "avgpool"
+    conv       filters, size (sx, sy), stride [1], pad [0 | "same" | "valid" | [h, w] |
+               [[t, b], [l, r]]], dilation [1], groups [1], bias [true], padding_mode
+               ["zeros"], fit ["floor" | "error"], activation [none]
+    maxpool    size [2] (sx, sy), stride [size], pad [0], dilation [1], ceil_mode [false],
+               fit ["floor"]; also "pool", with kind ["max" | "avg"]
+    avgpool    size, stride, pad, ceil_mode, count_include_pad [true], fit
     gap        global average pooling: C x H x W -> C x 1 x 1
-    fc         units (an int or "classes"), bias [true], activation [none]
-    relu, sigmoid, tanh, leakyrelu (slope [0.01]), flatten, dropout (p [0.5]),
-    batchnorm  eps [1e-5], momentum [0.1]  (2-D after a volume, 1-D after fc)
-    input      shape [C, H, W] (optional, checked against the data)
+    fc         units (num_neurons; an int or "classes"), bias [true], activation [none]
+    relu, sigmoid, tanh, leakyrelu (slope [0.01]), flatten, dropout (p [0.5], drop_prob),
+    batchnorm  eps [1e-5], momentum [0.1 | null], affine [true], track_running_stats [true]
+               (2-D after a volume, 1-D after fc); batchnorm1d: always 1-D
+    sequential layers: a nested list
+    input      shape [C, H, W] (out_sx, out_sy, out_depth): checked against the data
     softmax    num_classes [classes]: an fc layer giving the class scores (ConvNetJS)
 
-ConvNetJS' key names are accepted too: sx/sy (size), num_neurons (units), drop_prob (p),
-out_sx/out_sy/out_depth (input).
+A layer of your own: decorate it with ``@convscope.register_layer("swish")`` and import its
+module before reading a design that names it.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from .. import limits
 from ..errors import ArchitectureError, ShapeError
-from ..layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dropout, Flatten,
-                     GlobalAvgPool2D, Layer, LeakyReLU, Linear, MaxPool2D, ReLU, Sigmoid, Tanh)
-from ..layers.base import float_dtype
+from ..layers.base import Layer, float_dtype
 from ..layers.container import Sequential
-
-Shape3 = tuple[int, int, int]
-Spec = dict[str, Any]
+from ..layers.registry import REGISTRY, Kind, lookup, require_kind, supported
+from ..shapes import FITS
+from .cost import Cost, check_cost, cost_of
+from .spec_reader import SpecReader
+from .presets import (PRESET_INPUT_SHAPES, PRESETS, Shape3, Spec, did_you_mean, list_presets,
+                      parse_shape, preset, shape3)
 
 __all__ = ["ArchitectureError", "PRESETS", "PRESET_INPUT_SHAPES", "list_presets", "preset",
            "load_architecture", "resolve_architecture", "build_model", "architecture_of",
-           "parse_shape"]
+           "spec_of", "layer_from_spec", "unregistered_types", "parse_shape", "SpecReader",
+           "SpecContext", "Cost", "cost_of", "check_cost"]
 
-
-
-# ---------------------------------------------------------------------------------------------
-# presets: functions of the per-image input shape and the number of classes
-
-
-def _lecture(input_shape: Shape3, classes: int) -> list[Spec]:
-    """The lecture's network: CONV(six 5x5) -> RELU -> CONV(ten 5x5) -> RELU -> POOL -> FC."""
-    return [{"type": "conv", "filters": 6, "size": 5}, {"type": "relu"},
-            {"type": "conv", "filters": 10, "size": 5}, {"type": "relu"},
-            {"type": "pool", "size": 2}, {"type": "fc", "units": classes}]
-
-
-def _lenet5(input_shape: Shape3, classes: int) -> list[Spec]:
-    """LeNet-5 as trained today (ReLU, max pooling): conv5x5·6 -> pool -> conv5x5·16 -> pool ->
-    fc120 -> fc84 -> fc(classes).  Images smaller than 32x32 are zero-padded to 32 by the first
-    conv (pad 2 on 28x28), so the fc layers see 16x5x5 as in the original."""
-    pad = max(0, (32 - min(input_shape[1:])) // 2)
-    return [{"type": "conv", "filters": 6, "size": 5, "pad": pad}, {"type": "relu"},
-            {"type": "pool", "size": 2},
-            {"type": "conv", "filters": 16, "size": 5}, {"type": "relu"},
-            {"type": "pool", "size": 2},
-            {"type": "fc", "units": 120}, {"type": "relu"},
-            {"type": "fc", "units": 84}, {"type": "relu"},
-            {"type": "fc", "units": classes}]
-
-
-def _cifar(input_shape: Shape3, classes: int) -> list[Spec]:
-    """A CIFAR-style net: conv3x3·32 (same) -> ReLU -> pool -> conv3x3·64 (same) -> ReLU -> pool
-    -> fc(classes)."""
-    return [{"type": "conv", "filters": 32, "size": 3, "pad": 1}, {"type": "relu"},
-            {"type": "pool", "size": 2},
-            {"type": "conv", "filters": 64, "size": 3, "pad": 1}, {"type": "relu"},
-            {"type": "pool", "size": 2},
-            {"type": "fc", "units": classes}]
-
-
-def _fashion(input_shape: Shape3, classes: int) -> list[Spec]:
-    """A small net for Fashion-MNIST: three blocks of conv3x3 -> batch norm -> ReLU -> pool
-    (32, 64, 128 filters; 28 -> 14 -> 7 -> 3), fc256 with dropout 0.3, fc(classes).  93.4% on
-    the Fashion-MNIST test set after 20 epochs (``python -m bench.accuracy``)."""
-    out: list[Spec] = []
-    for filters in (32, 64, 128):
-        out += [{"type": "conv", "filters": filters, "size": 3, "pad": 1, "bias": False},
-                {"type": "batchnorm"}, {"type": "relu"}, {"type": "pool", "size": 2}]
-    return out + [{"type": "fc", "units": 256}, {"type": "relu"}, {"type": "dropout", "p": 0.3},
-                  {"type": "fc", "units": classes}]
-
-
-#: Preset name -> function (input_shape, classes) -> layer list.
-PRESETS: dict[str, Callable[[Shape3, int], list[Spec]]] = {
-    "lecture": _lecture, "lenet5": _lenet5, "fashion": _fashion, "cifar": _cifar}
-
-#: The input each preset was designed for (used when no data says otherwise).
-PRESET_INPUT_SHAPES: dict[str, Shape3] = {
-    "lecture": (3, 32, 32), "lenet5": (1, 32, 32), "fashion": (1, 28, 28), "cifar": (3, 32, 32)}
-
-
-def list_presets() -> list[str]:
-    """Names of the preset architectures."""
-    return list(PRESETS)
-
-
-def preset(name: str, input_shape: Sequence[int], classes: int = 10) -> list[Spec]:
-    """The layer list of preset ``name`` for a per-image ``input_shape`` (C, H, W)."""
-    if name not in PRESETS:
-        raise ArchitectureError(f"unknown architecture {name!r}{_did_you_mean(name, PRESETS)}; "
-                                f"presets are {', '.join(PRESETS)}, or give a JSON file")
-    return PRESETS[name](_shape3(input_shape), int(classes))
+Shape = tuple[int, ...]
+#: Entries that are not layers: their keys.  ``softmax`` reads as an fc layer.
+_NOT_LAYERS: dict[str, tuple[str, ...]] = {"input": ("shape", "out_sx", "out_sy", "out_depth"),
+                                          "softmax": ("num_classes",)}
+_OWN_LAYER = ("a layer of your own: register it with @convscope.register_layer and import its "
+              "module (convscope ... --import my_layers.py)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +79,10 @@ def load_architecture(path: str | os.PathLike[str]) -> tuple[list[Spec], Shape3 
     [C, H, W]}``.  Returns the raw layer list and the input shape it names (or None)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:  # the size is checked before the text is read
+            limits.check("max_json_bytes", os.fstat(f.fileno()).st_size,
+                         "the architecture file", ArchitectureError, f"{p}: ")
+            text = f.read().decode("utf-8")
     except FileNotFoundError:
         raise ArchitectureError(f"{p}: no such architecture file") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -142,6 +92,8 @@ def load_architecture(path: str | os.PathLike[str]) -> tuple[list[Spec], Shape3 
     except json.JSONDecodeError as exc:
         raise ArchitectureError(f"{p}: not valid JSON (line {exc.lineno}, column {exc.colno}: "
                                 f"{exc.msg})") from None
+    except RecursionError:
+        raise ArchitectureError(f"{p}: JSON nested too deeply to read") from None
     shape = None
     if isinstance(data, dict):
         unknown = sorted(set(data) - {"layers", "input_shape"})
@@ -149,7 +101,7 @@ def load_architecture(path: str | os.PathLike[str]) -> tuple[list[Spec], Shape3 
             raise ArchitectureError(f"{p}: expected a list of layers or {{\"layers\": [...], "
                                     f"\"input_shape\": [C, H, W]}}, got keys {sorted(data)}")
         if data.get("input_shape") is not None:
-            shape = _shape3(data["input_shape"], f"{p}: input_shape")
+            shape = shape3(data["input_shape"], f"{p}: input_shape")
         data = data["layers"]
     if not isinstance(data, list):
         raise ArchitectureError(f"{p}: expected a JSON list of layers, got {type(data).__name__}")
@@ -171,274 +123,133 @@ def resolve_architecture(arch: str | os.PathLike[str] | Sequence[Spec]
     return text, preset(text, (1, 28, 28)), None  # raises the unknown-preset error
 
 
-# ---------------------------------------------------------------------------------------------
-# building
+@dataclass
+class SpecContext:
+    """What a ``from_spec`` knows besides its entry: the per-image ``shape`` flowing in, the
+    number of ``classes`` (None: unknown), the parameters' ``dtype``, and ``rng`` (seeds for
+    stochastic layers).  :meth:`build` reads a nested list (a block's layers)."""
+
+    shape: Shape
+    classes: int | None
+    dtype: np.dtype
+    rng: np.random.Generator
+    prefix: str = ""
+    #: Build with placeholder weights (Layer.build_virtual): nothing large is allocated.
+    virtual: bool = False
+
+    def build(self, specs: Sequence[Any], shape: Shape | None = None) -> list[Layer]:
+        """The built layers of a nested list, starting from ``shape`` (default: ``self.shape``).
+        Their weights are drawn again when the block itself is built with a seed."""
+        readers = [read_entry(f"{self.prefix}{i}", s) for i, s in enumerate(specs)]
+        return _build(readers, tuple(self.shape if shape is None else shape), self, None)[0]
 
 
-_TYPE_ALIASES = {"maxpool": ("pool", {"kind": "max"}), "avgpool": ("pool", {"kind": "avg"}),
-                 "bn": ("batchnorm", {}), "dense": ("fc", {}),
-                 "globalavgpool": ("gap", {}), "leaky_relu": ("leakyrelu", {})}
-_KEYS: dict[str, tuple[str, ...]] = {
-    "conv": ("filters", "size", "sx", "sy", "stride", "pad", "dilation", "groups", "bias",
-             "padding_mode", "activation"),
-    "pool": ("size", "sx", "sy", "stride", "pad", "kind", "dilation", "ceil_mode",
-             "count_include_pad"),
-    "gap": (), "flatten": (), "relu": (), "sigmoid": (), "tanh": (), "leakyrelu": ("slope",),
-    "fc": ("units", "num_neurons", "bias", "activation"),
-    "dropout": ("p", "drop_prob"),
-    "batchnorm": ("eps", "momentum"),
-    "input": ("shape", "out_sx", "out_sy", "out_depth"),
-    "softmax": ("num_classes",),
-}
-_ACTIVATIONS = ("relu", "sigmoid", "tanh", "leakyrelu")
-
-
-def _did_you_mean(word: str, options: Any) -> str:
-    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _shape3(value: Any, what: str = "input_shape") -> Shape3:
+def _kind_for(index: str, type_: Any) -> Kind:
     try:
-        out = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ArchitectureError(f"{what} must be [C, H, W], got {value!r}") from None
-    if len(out) != 3 or min(out) < 1:
-        raise ArchitectureError(f"{what} must be three positive ints [C, H, W], got {value!r}")
-    return out  # type: ignore[return-value]
-
-
-def parse_shape(text: str) -> Shape3:
-    """``"1x28x28"``, ``"1,28,28"`` or ``"28x28x1"``-style text -> (C, H, W).
-
-    Three numbers; when the last is 1, 3 or 4 and the first is not, they are read as H x W x C
-    (the lecture's 32x32x3)."""
-    parts = [p for p in text.replace(",", "x").replace("×", "x").replace(" ", "x").split("x") if p]
-    try:
-        nums = [int(p) for p in parts]
-    except ValueError:
-        nums = []
-    if len(nums) != 3 or min(nums) < 1:
-        raise ArchitectureError(f"input shape must be three positive numbers such as 1x28x28 "
-                                f"(C x H x W), got {text!r}")
-    if nums[2] in (1, 3, 4) and nums[0] not in (1, 3, 4):
-        nums = [nums[2], nums[0], nums[1]]
-    return nums[0], nums[1], nums[2]
-
-
-class _Reader:
-    """Typed access to one layer dict, with errors that name the layer and the key."""
-
-    def __init__(self, index: int, spec: Spec, kind: str) -> None:
-        self.index, self.spec, self.kind = index, spec, kind
-
-    def error(self, msg: str) -> ArchitectureError:
-        return ArchitectureError(f"layer {self.index} ({json.dumps(self.spec)}): {msg}")
-
-    def get(self, *names: str, default: Any = None) -> Any:
-        for n in names:
-            if n in self.spec:
-                return self.spec[n]
-        return default
-
-    def int(self, *names: str, default: Any = None, minimum: int = 1) -> Any:
-        v = self.get(*names, default=default)
-        if v is None:
-            raise self.error(f"'{names[0]}' is required")
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise self.error(f"'{names[0]}' must be an int >= {minimum}, got {v!r}")
-        return v
-
-    def pair(self, *names: str, default: Any = None, minimum: int = 1) -> Any:
-        v = self.get(*names, default=default)
-        if v is None:
-            raise self.error(f"'{names[0]}' is required")
-        ok = (isinstance(v, int) and not isinstance(v, bool)) or (
-            isinstance(v, (list, tuple)) and len(v) == 2
-            and all(isinstance(a, int) and not isinstance(a, bool) for a in v))
-        if not ok or min(v if isinstance(v, (list, tuple)) else [v]) < minimum:
-            raise self.error(f"'{names[0]}' must be an int >= {minimum} or a pair [h, w] of them, "
-                             f"got {v!r}")
-        return tuple(v) if isinstance(v, (list, tuple)) else v
-
-    def bool(self, name: str, default: bool) -> bool:
-        v = self.spec.get(name, default)
-        if not isinstance(v, bool):
-            raise self.error(f"'{name}' must be true or false, got {v!r}")
-        return v
-
-    def float(self, *names: str, default: float, low: float = 0.0, high: float = float("inf")
-              ) -> float:
-        v = self.get(*names, default=default)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not low <= v <= high:
-            raise self.error(f"'{names[0]}' must be a number in [{low:g}, {high:g}], got {v!r}")
-        return float(v)
-
-    def choice(self, name: str, options: Sequence[str], default: str) -> str:
-        v = self.spec.get(name, default)
-        if v not in options:
-            raise self.error(f"'{name}' must be one of {', '.join(map(repr, options))}, got {v!r}")
-        return v
-
-
-def _size_pair(r: _Reader, default: Any = None) -> Any:
-    if "sy" in r.spec and ("sx" in r.spec or "size" in r.spec):
-        return (r.int("sy"), r.int("sx", "size"))
-    return r.pair("size", "sx", default=default)
-
-
-def _activation(r: _Reader) -> list[Layer]:
-    act = r.spec.get("activation")
-    if act in (None, "none", "linear"):
-        return []
-    if act not in _ACTIVATIONS:
-        raise r.error(f"'activation' must be one of {', '.join(_ACTIVATIONS)} or none, got {act!r}")
-    return [{"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh, "leakyrelu": LeakyReLU}[act]()]
-
-
-def _layers_for(r: _Reader, shape: tuple[int, ...], classes: int | None, dtype: np.dtype,
-                rng: np.random.Generator) -> list[Layer]:
-    """The engine layers for one layer dict, given the per-image shape flowing into it."""
-    kind = r.kind
-    if kind == "conv":
-        if len(shape) != 3:
-            raise r.error(f"a conv layer needs a volume C x H x W, but it gets {shape}")
-        pad = r.spec.get("pad", 0)
-        if isinstance(pad, list):
-            pad = tuple(tuple(p) if isinstance(p, list) else p for p in pad)
-            if (len(pad) == 2 and all(isinstance(p, tuple) and len(p) == 2 and p[0] == p[1]
-                                      for p in pad)):
-                pad = (pad[0][0], pad[1][0])  # ((2, 2), (2, 2)) -> (2, 2): a plainer repr
-            if len(pad) == 2 and pad[0] == pad[1] and isinstance(pad[0], int):
-                pad = pad[0]
-        try:
-            layer = Conv2D(None, r.int("filters"), _size_pair(r), r.pair("stride", default=1),
-                           pad, r.pair("dilation", default=1), r.int("groups", default=1),
-                           r.bool("bias", True), r.choice("padding_mode", ("zeros", "reflect",
-                                                          "replicate", "circular"), "zeros"),
-                           dtype=dtype)
-        except ArchitectureError:
-            raise
-        except ValueError as exc:
-            raise r.error(str(exc)) from None
-        return [layer, *_activation(r)]
-    if kind == "pool":
-        if len(shape) != 3:
-            raise r.error(f"a pool layer needs a volume C x H x W, but it gets {shape}")
-        size = _size_pair(r, default=2)
-        stride = r.pair("stride", default=size)
-        pad = r.pair("pad", default=0, minimum=0)
-        pool_kind = r.choice("kind", ("max", "avg"), "max")
-        try:
-            if pool_kind == "max":
-                return [MaxPool2D(size, stride, pad, r.pair("dilation", default=1),
-                                  r.bool("ceil_mode", False))]
-            if "dilation" in r.spec and r.spec["dilation"] not in (1, [1, 1]):
-                raise r.error("average pooling has no dilation")
-            return [AvgPool2D(size, stride, pad, r.bool("ceil_mode", False),
-                              r.bool("count_include_pad", True))]
-        except ArchitectureError:
-            raise
-        except ValueError as exc:
-            raise r.error(str(exc)) from None
-    if kind == "gap":
-        if len(shape) != 3:
-            raise r.error(f"global average pooling needs a volume C x H x W, but it gets {shape}")
-        return [GlobalAvgPool2D()]
-    if kind == "flatten":
-        return [Flatten()]
-    if kind in ("fc", "softmax"):
-        if kind == "softmax":
-            units = r.spec.get("num_classes", "classes")
-        else:
-            units = r.get("units", "num_neurons")
-        if units == "classes":
-            if classes is None:
-                raise r.error("'classes' needs the number of classes, which is not known here")
-            units = classes
-        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
-            raise r.error(f"'units' must be a positive int or \"classes\", got {units!r}")
-        out: list[Layer] = [Flatten()] if len(shape) != 1 else []
-        bias = r.bool("bias", True) if kind == "fc" else True
-        out.append(Linear(None, units, bias, dtype=dtype))
-        return out + (_activation(r) if kind == "fc" else [])
-    if kind == "relu":
-        return [ReLU()]
-    if kind == "sigmoid":
-        return [Sigmoid()]
-    if kind == "tanh":
-        return [Tanh()]
-    if kind == "leakyrelu":
-        return [LeakyReLU(r.float("slope", default=0.01))]
-    if kind == "dropout":
-        p = r.float("p", "drop_prob", default=0.5, high=1.0)
-        return [Dropout(p, seed=int(rng.integers(2 ** 63)))]
-    if kind == "batchnorm":
-        eps = r.float("eps", default=1e-5)
-        momentum = r.float("momentum", default=0.1, high=1.0)
-        if len(shape) == 3:
-            return [BatchNorm2D(None, eps, momentum, dtype=dtype)]
-        return [BatchNorm1D(None, eps, momentum, dtype=dtype)]
-    raise AssertionError(kind)  # pragma: no cover - _KEYS lists every kind
-
-
-def _input_layer_shape(r: _Reader) -> Shape3:
-    if "shape" in r.spec:
-        return _shape3(r.spec["shape"], f"layer {r.index}: 'shape'")
-    try:
-        return (r.int("out_depth"), r.int("out_sy", "out_sx"), r.int("out_sx"))
+        return lookup(type_)
     except ArchitectureError:
-        raise r.error("an input layer needs 'shape': [C, H, W] (or out_sx, out_sy, out_depth)") from None
+        words = list(REGISTRY) + [a for k in REGISTRY.values() for a in k.aliases]
+        raise ArchitectureError(
+            f"layer {index}: unknown type {type_!r}{did_you_mean(str(type_).lower(), words)}; "
+            f"known types: {supported('json')}, {', '.join(_NOT_LAYERS)}; {_OWN_LAYER}") from None
 
 
-def _reader(index: int, spec: Any) -> _Reader:
+def read_entry(index: str, spec: Any) -> SpecReader:
+    """A :class:`SpecReader` for one layer dict, its type and keys checked."""
     if not isinstance(spec, dict):
         raise ArchitectureError(f"layer {index}: expected a dict such as {{\"type\": \"relu\"}}, "
                                 f"got {spec!r}")
     if "type" not in spec:
-        raise ArchitectureError(f"layer {index} ({json.dumps(spec)}): no 'type'; one of "
-                                f"{', '.join(_KEYS)}")
-    kind = spec["type"]
-    extra: Spec = {}
-    if isinstance(kind, str) and kind.lower() in _TYPE_ALIASES:
-        kind, extra = _TYPE_ALIASES[kind.lower()]
-    if not isinstance(kind, str) or kind.lower() not in _KEYS:
-        raise ArchitectureError(f"layer {index}: unknown type {kind!r}{_did_you_mean(kind, _KEYS)}; "
-                                f"known types: {', '.join(_KEYS)}")
-    kind = kind.lower()
-    allowed = set(_KEYS[kind]) | {"type"}
+        raise ArchitectureError(f"layer {index} ({json.dumps(spec, default=repr)}): no 'type'; "
+                                f"one of {supported('json')}, {', '.join(_NOT_LAYERS)}")
+    written = spec["type"].lower() if isinstance(spec["type"], str) else spec["type"]
+    if written in _NOT_LAYERS:  # ConvNetJS' softmax: fc class scores (softmax is in the loss)
+        kind, keys = (lookup("fc") if written == "softmax" else None), _NOT_LAYERS[written]
+    else:
+        kind = _kind_for(index, spec["type"])
+        keys = tuple(kind.cls.spec_keys)
     for key in spec:
-        if key not in allowed:
-            keys = ", ".join(_KEYS[kind]) or "none"
-            raise ArchitectureError(f"layer {index} ({kind}): unknown key {key!r}"
-                                    f"{_did_you_mean(key, allowed)}; {kind} takes: {keys}")
-    if "kind" in extra and "kind" in spec and spec["kind"] != extra["kind"]:
-        raise ArchitectureError(f"layer {index}: type {spec['type']!r} contradicts kind "
-                                f"{spec['kind']!r}")
-    return _Reader(index, {**extra, **spec}, kind)
+        if key != "type" and key not in keys:
+            raise ArchitectureError(f"layer {index} ({written}): unknown key {key!r}"
+                                    f"{did_you_mean(key, keys)}; {written} takes: "
+                                    f"{', '.join(keys) or 'no keys'}")
+    return SpecReader(index, spec, written, kind)
+
+
+def _input_layer_shape(r: SpecReader) -> Shape3:
+    if r.has("shape"):
+        return shape3(r.spec["shape"], f"layer {r.index}: 'shape'")
+    try:
+        return (r.int("out_depth"), r.int("out_sy", "out_sx"), r.int("out_sx"))
+    except ArchitectureError:
+        raise r.error("an input layer needs 'shape': [C, H, W] (or out_sx, out_sy, "
+                      "out_depth)") from None
+
+
+def _build(readers: Sequence[SpecReader], shape: Shape, ctx: SpecContext,
+           init: np.random.Generator | None) -> tuple[list[Layer], Shape]:
+    """Each entry's layers through its kind's ``from_spec``, built in turn (weights from
+    ``init`` when given); returns them and the shape out."""
+    built: list[Layer] = []
+    for r in readers:
+        if r.kind is None:  # an input entry: build_model reads it
+            if r.index != "0":
+                raise r.error("an input layer can only come first")
+            continue
+        here = SpecContext(shape, ctx.classes, ctx.dtype, ctx.rng, f"{r.index}.", ctx.virtual)
+        try:
+            made = r.kind.cls.from_spec(r, here)
+        except (ArchitectureError, ShapeError):
+            raise
+        except ValueError as exc:  # a constructor's check: name the entry
+            raise r.error(str(exc)) from None
+        for layer in made if isinstance(made, (list, tuple)) else [made]:
+            try:
+                shape = layer.build_virtual(shape) if ctx.virtual else layer.build(shape, init)
+            except ShapeError as exc:
+                raise ShapeError(f"layer {r.index} ({r.type}): {exc}") from None
+            except ValueError as exc:  # e.g. numpy's "array is too big" for absurd sizes
+                raise r.error(str(exc)) from None
+            built.append(layer)
+    return built, shape
 
 
 def build_model(arch: str | os.PathLike[str] | Sequence[Spec], input_shape: Sequence[int] | None
                 = None, classes: int | None = None, *, seed: int | np.random.Generator | None = None,
-                dtype: Any = np.float32) -> Sequential:
+                dtype: Any = np.float32, allocate: bool = True) -> Sequential:
     """A built :class:`Sequential` from a preset name, a JSON file or a list of layer dicts.
 
     ``input_shape`` is the per-image (C, H, W) (from the data; a JSON file's ``input_shape`` or
     ``input`` layer is used when it is None, else checked against it); ``classes`` the number of
     classes (fills ``"units": "classes"``; presets need it, 10 if None).  ``seed`` makes the
     initial weights reproducible.  Errors name the layer, its key and what would fit.
+
+    The model is first built with placeholder weights (``Layer.build_virtual``) and its cost
+    checked against the limits (:func:`check_cost`: ``max_params``, ``max_activation_bytes``)
+    before a weight is drawn.  ``allocate=False`` returns that placeholder model: shapes,
+    parameter counts, ``summary()`` and ``explain()`` without the memory (and without the
+    limits), not for forward or training.
     """
-    dtype = float_dtype(dtype)
+    try:
+        return _build_model(arch, input_shape, classes, seed, float_dtype(dtype), allocate)
+    except RecursionError:
+        raise ArchitectureError("the architecture is nested too deeply to build (blocks inside "
+                                "blocks, hundreds deep)") from None
+
+
+def _build_model(arch: str | os.PathLike[str] | Sequence[Spec], input_shape: Sequence[int] | None,
+                 classes: int | None, seed: int | np.random.Generator | None, dtype: np.dtype,
+                 allocate: bool) -> Sequential:
     name, layers, file_shape = resolve_architecture(arch)
-    shape_in = _shape3(input_shape) if input_shape is not None else file_shape
+    shape_in = shape3(input_shape) if input_shape is not None else file_shape
     if layers is None:  # a preset
         shape_in = shape_in or PRESET_INPUT_SHAPES[name]
         layers = preset(name, shape_in, 10 if classes is None else classes)
-    readers = [_reader(i, spec) for i, spec in enumerate(layers)]
+    readers = [read_entry(str(i), spec) for i, spec in enumerate(layers)]
     for r in readers:
-        if r.kind == "input":
+        if r.type == "input":
             declared = _input_layer_shape(r)
-            if r.index != 0:
+            if r.index != "0":
                 raise r.error("an input layer can only come first")
             if shape_in is not None and declared != shape_in:
                 raise r.error(f"the input layer says {'x'.join(map(str, declared))} (C x H x W) "
@@ -447,65 +258,59 @@ def build_model(arch: str | os.PathLike[str] | Sequence[Spec], input_shape: Sequ
     if shape_in is None:
         raise ArchitectureError("the input shape is not known: give input_shape (C, H, W) or an "
                                 "input layer")
-    if not readers or all(r.kind == "input" for r in readers):
+    if all(r.type == "input" for r in readers):
         raise ArchitectureError(f"architecture {name!r} has no layers")
     rng = np.random.default_rng(seed) if not isinstance(seed, np.random.Generator) else seed
-    built: list[Layer] = []
-    shape: tuple[int, ...] = shape_in
-    for r in readers:
-        if r.kind == "input":
-            continue
-        for layer in _layers_for(r, shape, classes, dtype, rng):
-            try:
-                shape = layer.build(shape, rng if seed is not None else None)
-            except ShapeError as exc:
-                raise ShapeError(f"layer {r.index} ({r.kind}): {exc}") from None
-            built.append(layer)
+    # the placeholder model first: its cost is checked before a weight exists (a generator the
+    # caller gave is left for the real build; stochastic layers draw their seeds from this one)
+    own = None if isinstance(seed, np.random.Generator) else seed
+    virtual = SpecContext(shape_in, classes, dtype, np.random.default_rng(own), virtual=True)
+    model = Sequential(*_build(readers, shape_in, virtual, None)[0])
+    model.input_shape = shape_in
+    if not allocate:
+        return model
+    check_cost(cost_of(model, shape_in), f"architecture {name!r}")
+    ctx = SpecContext(shape_in, classes, dtype, rng)
+    built, _ = _build(readers, shape_in, ctx, rng if seed is not None else None)
     model = Sequential(*built)
     model.input_shape = shape_in
     return model
+
+
+def layer_from_spec(spec: Spec, input_shape: Sequence[int], *, classes: int | None = None,
+                    dtype: Any = np.float32, seed: int | None = None) -> list[Layer]:
+    """The built layer(s) one entry gives on a per-image ``input_shape`` of any rank (an fc
+    entry after a volume gives Flatten and Linear; an ``activation`` key adds its layer)."""
+    rng = np.random.default_rng(seed)
+    ctx = SpecContext(tuple(input_shape), classes, float_dtype(dtype), rng)
+    return _build([read_entry("0", spec)], tuple(input_shape), ctx,
+                  rng if seed is not None else None)[0]
+
+
+def unregistered_types(specs: Any) -> list[str]:
+    """The ``"type"`` names in a layer list (nested blocks included) that no registered kind
+    answers to, in order; entries that are not dicts are left to the reader's errors."""
+    out: list[str] = []
+    for spec in specs if isinstance(specs, list) else []:
+        if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+            continue
+        if spec["type"].lower() not in _NOT_LAYERS:
+            try:
+                lookup(spec["type"])
+            except ArchitectureError:
+                out.append(spec["type"])
+        out += unregistered_types(spec.get("layers"))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
 # the canonical list back from a model
 
 
-def _pads(pads: Any) -> list[list[int]]:
-    return [[int(pads[0][0]), int(pads[0][1])], [int(pads[1][0]), int(pads[1][1])]]
-
-
-def _spec_of(layer: Layer) -> Spec:
-    if isinstance(layer, Conv2D):
-        return {"type": "conv", "filters": layer.out_channels, "size": list(layer.kernel_size),
-                "stride": list(layer.stride), "pad": _pads(layer.pads),
-                "dilation": list(layer.dilation), "groups": layer.groups, "bias": layer.use_bias,
-                "padding_mode": layer.padding_mode}
-    if isinstance(layer, MaxPool2D):
-        return {"type": "pool", "kind": "max", "size": list(layer.kernel_size),
-                "stride": list(layer.stride), "pad": [layer.pads[0][0], layer.pads[1][0]],
-                "dilation": list(layer.dilation), "ceil_mode": layer.ceil_mode}
-    if isinstance(layer, AvgPool2D):
-        return {"type": "pool", "kind": "avg", "size": list(layer.kernel_size),
-                "stride": list(layer.stride), "pad": [layer.pads[0][0], layer.pads[1][0]],
-                "ceil_mode": layer.ceil_mode, "count_include_pad": layer.count_include_pad}
-    if isinstance(layer, GlobalAvgPool2D):
-        return {"type": "gap"}
-    if isinstance(layer, Linear):
-        return {"type": "fc", "units": layer.out_features, "bias": layer.use_bias}
-    if isinstance(layer, LeakyReLU):
-        return {"type": "leakyrelu", "slope": layer.negative_slope}
-    if isinstance(layer, Dropout):
-        return {"type": "dropout", "p": layer.p}
-    if isinstance(layer, (BatchNorm1D, BatchNorm2D)):
-        if not (layer.affine and layer.track_running_stats) or layer.momentum is None:
-            raise ArchitectureError(f"{layer!r}: only affine batch norm with running statistics "
-                                    "and a numeric momentum can be saved")
-        return {"type": "batchnorm", "eps": layer.eps, "momentum": float(layer.momentum)}
-    for cls, kind in ((ReLU, "relu"), (Sigmoid, "sigmoid"), (Tanh, "tanh"), (Flatten, "flatten")):
-        if type(layer) is cls:
-            return {"type": kind}
-    raise ArchitectureError(f"{layer!r}: a {type(layer).__name__} layer has no architecture "
-                            "entry; models with it cannot be saved")
+def spec_of(layer: Layer) -> Spec:
+    """One layer's canonical entry: its registered kind's name and ``to_spec()``.  A class that
+    is not registered itself (a subclass of ReLU, say) is an UnsupportedLayer error."""
+    return {"type": require_kind(layer, "saved").name, **layer.to_spec()}
 
 
 def architecture_of(model: Sequential) -> list[Spec]:
@@ -514,5 +319,4 @@ def architecture_of(model: Sequential) -> list[Spec]:
     ``build_model(architecture_of(m), m.input_shape)`` has the same layers, shapes and
     parameter names as ``m``.
     """
-    return [_spec_of(layer) for layer in model.layers]
-
+    return [spec_of(layer) for layer in model.layers]

@@ -7,185 +7,36 @@ For the lecture's network (32×32×3 -> CONV six 5×5×3 -> RELU -> CONV ten 5×
         weights 5·5·3·6 = 450, biases 6
     ...
 
-Sizes are written height × width × depth (the lecture's 32×32×3); arrays stay (C, H, W).  Every number
-comes from :mod:`convscope.shapes` (``size_formula``, ``conv_output_shape``, ``unseen``, ...):
-nothing here recomputes the size formula.
+Sizes are written height × width × depth (the lecture's 32×32×3); arrays stay (C, H, W).  Every
+number comes from :mod:`convscope.shapes` (``size_formula``, ``conv_output_shape``, ``unseen``,
+...): nothing here recomputes the size formula.
+
+The sentence about each layer is the layer's own: its ``explain(input_shape, ctx)`` hook returns
+a :class:`Told` (kind, text, ...), in the layer's file; this module walks the model, calling the
+hooks with an :class:`ExplainContext`, and adds up the totals.  A container's hook walks its own
+layers with ``ctx.walk`` (their steps are labelled '3.0', '3.1', ... inside block 3).
 """
 
 from __future__ import annotations
 
 import copy
-import re
-from dataclasses import dataclass
-from typing import Any, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from .. import shapes as S
 from ..errors import ShapeError
-from ..layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dropout, Flatten,
-                     GlobalAvgPool2D, Layer, LeakyReLU, Linear, MaxPool2D, ReLU, Sigmoid, Tanh)
+from ..words import Axis, fit_words, minus, nbytes_text, volume
 
 Shape = tuple[int, ...]
 
-__all__ = ["Step", "Explanation", "SizeAnswer", "explain", "explain_size", "volume",
-           "nbytes_text"]
+__all__ = ["Step", "Told", "ExplainContext", "Explanation", "SizeAnswer", "explain",
+           "explain_size", "volume", "nbytes_text"]
 
 
 # ---------------------------------------------------------------------------------------------
-# words and numbers
-
-
-def volume(shape: Sequence[int]) -> str:
-    """A per-image shape as the lecture writes it: (C, H, W) -> 'H×W×C'; (F,) -> 'F' ('1,440')."""
-    shape = tuple(int(s) for s in shape)
-    if len(shape) == 3:
-        c, h, w = shape
-        return f"{h}×{w}×{c}"
-    if len(shape) == 1:
-        return f"{shape[0]:,}"
-    return "×".join(str(s) for s in shape)
-
-
-def nbytes_text(n: float) -> str:
-    """1234567 -> '1.2 MiB'."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return ""
-
-
-def _minus(formula: str) -> str:
-    """The lecture's typography: a true minus sign in formulas from :mod:`convscope.shapes`."""
-    return formula.replace(" - ", " − ")
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _last(n: int, word: str) -> str:
-    return f"the last {word}" if n == 1 else f"the last {n} {word}s"
-
-
-# ---------------------------------------------------------------------------------------------
-# one window axis (conv or pool) in words
-
-
-@dataclass(frozen=True)
-class _Axis:
-    n: int
-    k: int
-    s: int
-    p: tuple[int, int]
-    d: int
-    ceil: bool
-    word: str  # 'column' (width) or 'row' (height)
-
-    @property
-    def formula(self) -> str:
-        return _minus(S.size_formula(self.n, self.k, self.s, self.p, self.d, always_pad=True))
-
-    @property
-    def out(self) -> int:
-        return S.conv_output_size(self.n, self.k, self.s, self.p, self.d, "floor", self.ceil)
-
-    @property
-    def exact(self) -> bool:
-        """Whether (N − F + 2P) / S + 1 is a whole number."""
-        try:
-            S.conv_output_size(self.n, self.k, self.s, self.p, self.d, "error")
-        except ShapeError:
-            return False
-        return True
-
-    @property
-    def unseen(self) -> int:
-        return 0 if self.ceil else S.unseen(self.n, self.k, self.s, self.p, self.d)
-
-    @property
-    def gap(self) -> int:
-        """Input cells between two windows when the stride is longer than the filter."""
-        return max(0, self.s - S.effective_kernel(self.k, self.d))
-
-
-def _axes(layer: Any, h: int, w: int) -> tuple[_Axis, _Axis]:
-    ceil = bool(getattr(layer, "ceil_mode", False))
-    return (_Axis(h, layer.kernel_size[0], layer.stride[0], layer.pads[0], layer.dilation[0], ceil,
-                  "row"),
-            _Axis(w, layer.kernel_size[1], layer.stride[1], layer.pads[1], layer.dilation[1], ceil,
-                  "column"))
-
-
-def _square(ah: _Axis, aw: _Axis) -> bool:
-    return (ah.n, ah.k, ah.s, ah.p, ah.d) == (aw.n, aw.k, aw.s, aw.p, aw.d)
-
-
-def _pad_words(pads: tuple[tuple[int, int], tuple[int, int]], mode: str = "zeros") -> str:
-    (t, b), (l, r) = pads
-    if t == b == l == r:
-        text = f"pad {t}"
-    elif t == b and l == r:
-        text = f"pad {t} (rows), {l} (columns)"
-    else:
-        text = f"pad top {t}, bottom {b}, left {l}, right {r}"
-    return text + ("" if mode == "zeros" or pads == ((0, 0), (0, 0)) else f" ({mode})")
-
-
-def _same_words(ah: _Axis, aw: _Axis) -> str:
-    """'same: P = (F − 1) / 2 = (5 − 1) / 2 = 2, keeps 32×32' where the padding keeps the size."""
-    keeps = all(a.s == 1 and a.p == S.same_padding(a.k, a.d) and a.p != (0, 0) for a in (ah, aw))
-    if not keeps:
-        return ""
-    if (ah.k, ah.d) == (aw.k, aw.d):
-        return f" (same: {_minus(S.same_padding_formula(aw.k, aw.d))} keeps {ah.n}×{aw.n})"
-    return (f" (same: height {_minus(S.same_padding_formula(ah.k, ah.d))}, width "
-            f"{_minus(S.same_padding_formula(aw.k, aw.d))}, keeps {ah.n}×{aw.n})")
-
-
-def _formula_words(ah: _Axis, aw: _Axis) -> str:
-    if _square(ah, aw):
-        return aw.formula
-    return f"height {ah.formula}, width {aw.formula}"
-
-
-_AXIS_NAMES = {"column": "width", "row": "height"}
-
-
-def _fit_words(ah: _Axis, aw: _Axis) -> tuple[str, bool]:
-    """What a stride that does not fit drops, and what would fit; ('', True) when it fits."""
-    bad = [a for a in (ah, aw) if not a.ceil and not a.exact]
-    notes = []
-    if bad:
-        if _square(ah, aw):
-            which, lost_axes = f"stride {aw.s}", [aw, ah]
-            fixes = S.fit_suggestions(aw.n, aw.k, aw.s, aw.p, aw.d)
-        else:
-            which = " and ".join(f"the {_AXIS_NAMES[a.word]} stride {a.s}" for a in bad)
-            lost_axes = bad
-            fixes = "; ".join(f"{_AXIS_NAMES[a.word]}: {S.fit_suggestions(a.n, a.k, a.s, a.p, a.d)}"
-                              for a in bad)
-        lost = [_last(a.unseen, a.word) for a in lost_axes if a.unseen]
-        if lost:
-            verb = "is" if len(lost) == 1 and not lost[0].endswith("s") else "are"
-            what = f"{' and '.join(lost)} of the input {verb} never seen"
-        else:
-            what = "only padding is left over, every input pixel is seen"
-        notes.append(f"{which} does not fit: {what}; {fixes}")
-    elif any(a.ceil and not a.exact for a in (aw, ah)):
-        notes.append("ceil_mode keeps a last partial window")
-    gaps = [a for a in (aw, ah) if a.gap]
-    if gaps:
-        a = gaps[0]
-        notes.append(f"stride {a.s} is longer than the {S.effective_kernel(a.k, a.d)}-wide window: "
-                     f"{_plural(a.gap, a.word)} in every {a.s} "
-                     f"{'lies' if a.gap == 1 else 'lie'} between windows, never seen")
-    return "; ".join(notes), not bad
-
-
-# ---------------------------------------------------------------------------------------------
-# the walk
+# what a hook says, and one step of the walk
 
 
 @dataclass(frozen=True)
@@ -194,6 +45,9 @@ class Step:
 
     ``fits`` is False where a stride does not fit (the size formula is not a whole number).
     Byte counts are per image; ``workspace_bytes`` is the im2col patch matrix of a conv layer.
+    ``index`` is the layer's position in its container, ``label`` its place in the model ('3',
+    or '3.1' for the second layer inside block 3); a container's ``steps`` are its layers' steps
+    and its numbers their totals.
     """
 
     index: int
@@ -208,16 +62,146 @@ class Step:
     workspace_bytes: int
     fits: bool
     problem: str = ""
+    label: str = ""
+    steps: tuple["Step", ...] = ()
+
+    def leaves(self) -> Iterator["Step"]:
+        """This step, or the steps inside it (depth first) when it is a container."""
+        if not self.steps:
+            yield self
+        for s in self.steps:
+            yield from s.leaves()
+
+
+@dataclass(frozen=True)
+class Told:
+    """What a layer's ``explain`` hook says about it on one per-image input shape.
+
+    ``kind`` names it in the lecture's words ('CONV', 'RELU'); ``text`` is the sentence, its first
+    line the headline.  ``output_shape`` and ``macs`` left None are asked from the layer
+    (``output_shape``, ``macs``); a hook gives them where the layer itself would raise (a
+    ``fit='error'`` layer on a misfit).  ``workspace_bytes``: the im2col patch matrix of one image;
+    ``fits`` False where a stride does not fit, ``problem`` then says what it drops; ``steps``: a
+    container's layers, walked with ``ctx.walk``; ``activation_bytes`` left None is the output's
+    size (a container: its layers' sum; a layer that keeps no new array: 0).
+    """
+
+    kind: str
+    text: str
+    output_shape: Shape | None = None
+    macs: int | None = None
+    workspace_bytes: int = 0
+    fits: bool = True
+    problem: str = ""
+    steps: tuple[Step, ...] = ()
+    activation_bytes: int | None = None
+
+
+_FIT_ERROR_NOTE = "\nthis layer was built with fit='error', so it raises on this input"
+
+
+class _Labelled(ShapeError):
+    """A ShapeError already prefixed with the layer's label (enclosing blocks add nothing)."""
+
+
+@dataclass(frozen=True)
+class ExplainContext:
+    """What the walk hands each layer's ``explain`` hook.
+
+    ``itemsize``: bytes per number of the model's dtype; ``label``: the layer's place in the model
+    ('3', '3.1'); ``strict``: a stride that does not fit raises.  ``told(...)`` makes the
+    :class:`Told` a hook returns; ``generic`` is the default hook's sentence; ``misfit_note`` runs
+    a windowed layer's own shape checks; ``walk`` explains a container's layers.
+    """
+
+    itemsize: int = 4
+    label: str = ""
+    strict: bool = False
+
+    told = Told
+
+    def generic(self, layer: Any, input_shape: Shape) -> Told:
+        """'SWISH: Swish(): 28×28×6 → 28×28×6; no parameters' for a layer without its own hook."""
+        out = tuple(layer.output_shape(input_shape))
+        params = layer.param_count()
+        return Told(layer.name.upper(), f"{layer!r}: {volume(input_shape)} → {volume(out)}; "
+                    + (f"{params:,} parameters" if params else "no parameters"), out)
+
+    def misfit_note(self, layer: Any, input_shape: Shape) -> str:
+        """Run the layer's own shape checks: '' when they pass; when only its ``fit='error'``
+        objects (a stride that does not fit), the note saying it raises on this input.  Other
+        problems (channels, windows of padding only) raise."""
+        try:
+            layer.output_shape(input_shape)
+            return ""
+        except ShapeError:
+            if getattr(layer, "fit", "floor") != "error":
+                raise
+        lenient = copy.copy(layer)
+        lenient.fit = "floor"
+        lenient.output_shape(input_shape)
+        return _FIT_ERROR_NOTE
+
+    def walk(self, children: Sequence[tuple[str, Any]], input_shape: Shape) -> tuple[Step, ...]:
+        """The steps of ``children`` ((name, layer) pairs, as ``Layer.children()`` gives them)
+        applied in a row to ``input_shape``, labelled under this context's label."""
+        shape = tuple(int(s) for s in input_shape)
+        steps = []
+        for i, (name, layer) in enumerate(children):
+            label = f"{self.label}.{name}" if self.label else str(name)
+            try:
+                step = _step(i, label, layer, shape, replace(self, label=label))
+            except _Labelled:
+                raise
+            except ShapeError as e:
+                raise _Labelled(f"layer {label}: {e}") from None
+            if self.strict and not step.steps and not step.fits:
+                raise _Labelled(f"layer {label} {step.layer}: input {volume(shape)}: {step.problem}")
+            steps.append(step)
+            shape = step.output_shape
+        return tuple(steps)
+
+
+def _step(i: int, label: str, layer: Any, shape: Shape, ctx: ExplainContext) -> Step:
+    told = layer.explain(shape, ctx)
+    if not isinstance(told, Told):
+        raise TypeError(f"{layer.name}.explain(input_shape, ctx) must return ctx.told(kind, text, "
+                        f"...), got {type(told).__name__}")
+    out = tuple(told.output_shape if told.output_shape is not None else layer.output_shape(shape))
+    if told.steps:  # a container: the totals of its layers
+        macs = sum(s.macs for s in told.steps) if told.macs is None else told.macs
+        act = sum(s.activation_bytes for s in told.steps)
+        work = max([told.workspace_bytes] + [s.workspace_bytes for s in told.steps])
+        fits = told.fits and all(s.fits for s in told.steps)
+    else:
+        macs = layer.macs(shape) if told.macs is None else told.macs
+        act = int(np.prod(out)) * ctx.itemsize
+        work, fits = told.workspace_bytes, told.fits
+    act = act if told.activation_bytes is None else told.activation_bytes
+    return Step(i, told.kind, repr(layer), tuple(shape), out, told.text, layer.param_count(),
+                int(macs), act, work, fits, told.problem, label, tuple(told.steps))
+
+
+# ---------------------------------------------------------------------------------------------
+# the walk
 
 
 @dataclass(frozen=True)
 class Explanation:
-    """The walk through a network; ``str()`` writes it out, one layer per paragraph."""
+    """The walk through a network; ``str()`` writes it out, one layer per paragraph.
+
+    ``steps`` are the model's layers; a block's inner steps are in its ``Step.steps`` and in
+    :meth:`leaves`.
+    """
 
     input_shape: Shape
     steps: tuple[Step, ...]
     itemsize: int
     dtype: str
+
+    def leaves(self) -> list[Step]:
+        """Every layer that is not a container, depth first ('0', '1', '3.0', '3.1', ...)."""
+        return [leaf for s in self.steps for leaf in s.leaves()]
 
     @property
     def total_params(self) -> int:
@@ -239,17 +223,14 @@ class Explanation:
 
     @property
     def misfits(self) -> list[Step]:
-        """Steps whose stride does not fit."""
-        return [s for s in self.steps if not s.fits]
+        """Steps whose stride does not fit (inside blocks too)."""
+        return [s for s in self.leaves() if not s.fits]
 
     def __str__(self) -> str:
         n_in = int(np.prod(self.input_shape))
         out = [f"input {volume(self.input_shape)} = {n_in:,} numbers "
                f"({nbytes_text(n_in * self.itemsize)} as {self.dtype}); sizes are height×width×depth"]
-        for s in self.steps:
-            lines = s.text.split("\n")
-            out.append(f"[{s.index}] {lines[0]}")
-            out.extend(f"    {line}" for line in lines[1:])
+        out.extend(_paragraphs(self.steps, ""))
         with_params = [s for s in self.steps if s.params]
         parts = " + ".join(f"{s.params:,}" for s in with_params)
         total = f"{self.total_params:,}"
@@ -259,147 +240,34 @@ class Explanation:
                    f"{nbytes_text(self.activation_bytes)} (every layer's output, kept for the backward "
                    "pass)")
         if self.workspace_bytes:
-            big = max(self.steps, key=lambda s: s.workspace_bytes)
+            big = max(self.leaves(), key=lambda s: s.workspace_bytes)
             out.append(f"im2col workspace: up to {nbytes_text(self.workspace_bytes)} per image "
-                       f"(layer {big.index}), times the batch size")
+                       f"(layer {big.label or big.index}), times the batch size")
         if self.misfits:
             out.append(f"does not fit: layer{'s' if len(self.misfits) > 1 else ''} "
-                       + ", ".join(str(s.index) for s in self.misfits) + " (see above)")
+                       + ", ".join(s.label or str(s.index) for s in self.misfits) + " (see above)")
         return "\n".join(out)
 
     __repr__ = __str__
 
 
-def _conv_text(layer: Conv2D, shape: Shape, itemsize: int) -> tuple[str, Shape, int, int, bool, str]:
-    c, h, w = shape
-    ah, aw = _axes(layer, h, w)
-    out = (layer.out_channels, ah.out, aw.out)
-    kh, kw = layer.kernel_size
-    depth = c // layer.groups
-    head = f"CONV: {_plural(layer.out_channels, 'filter')} {kh}×{kw}×{depth}"
-    if layer.groups > 1:
-        head += f" (groups {layer.groups}: each filter sees {depth} of the {c} channels)"
-    stride = layer.stride[1] if layer.stride[0] == layer.stride[1] else f"{layer.stride[0]}×{layer.stride[1]}"
-    head += f", stride {stride}, {_pad_words(layer.pads, layer.padding_mode)}"
-    if layer.dilation != (1, 1):
-        head += (f", dilation {layer.dilation[1] if layer.dilation[0] == layer.dilation[1] else layer.dilation}"
-                 f" (spans {S.effective_kernel(kh, layer.dilation[0])}×{S.effective_kernel(kw, layer.dilation[1])})")
-    head += _same_words(ah, aw)
-    fit, fits = _fit_words(ah, aw)
-    weights = _minus(S.conv_param_formula(c, layer.out_channels, layer.kernel_size, layer.groups, False))
-    params = S.conv_param_count(c, layer.out_channels, layer.kernel_size, layer.groups, layer.use_bias)
-    line = f"{head}: {_formula_words(ah, aw)} → {volume(out)}"
-    line += "" if fits else " (floored, as PyTorch does)"
-    line += (f"; weights {weights}, biases {layer.out_channels if layer.use_bias else 0} "
-             f"({params:,} parameters)")
-    if fit:
-        line += f"\n{fit}"
-    macs = S.conv_macs((ah.out, aw.out), c, layer.out_channels, layer.kernel_size, layer.groups)
-    n_out = int(np.prod(out))
-    line += (f"\neach of the {aw.out}·{ah.out}·{layer.out_channels} = {n_out:,} outputs is a "
-             f"{kh * kw * depth}-number dot product w·x + b: {macs:,} multiply-adds")
-    rows, cols = c * kh * kw, ah.out * aw.out
-    workspace = rows * cols * itemsize
-    line += (f"\nim2col: the patches as a {rows:,} × {cols:,} matrix, {rows * cols:,} numbers "
-             f"({nbytes_text(workspace)})")
-    return line, out, macs, workspace, fits, f"{_formula_words(ah, aw)}: {fit}"
-
-
-def _pool_text(layer: Any, shape: Shape) -> tuple[str, Shape, bool, str]:
-    c, h, w = shape
-    ah, aw = _axes(layer, h, w)
-    out = (c, ah.out, aw.out)
-    kh, kw = layer.kernel_size
-    kind = "max" if isinstance(layer, MaxPool2D) else "average"
-    stride = layer.stride[1] if layer.stride[0] == layer.stride[1] else f"{layer.stride[0]}×{layer.stride[1]}"
-    head = f"POOL: {kind} {kh}×{kw}, stride {stride}, {_pad_words(layer.pads)}"
-    if layer.dilation != (1, 1):
-        head += f", dilation {layer.dilation}"
-    fit, fits = _fit_words(ah, aw)
-    line = f"{head}: {_formula_words(ah, aw)} → {volume(out)}"
-    line += "" if fits else " (floored, as PyTorch does)"
-    if fit:
-        line += f"\n{fit}"
-    line += f"\neach of the {c} maps on its own; no parameters"
-    return line, out, fits, f"{_formula_words(ah, aw)}: {fit}"
-
-
-def _floor_check(layer: Layer, shape: Shape) -> bool:
-    """Run the layer's own shape checks; True when only its ``fit='error'`` objects (a misfit)."""
-    try:
-        layer.output_shape(shape)
-        return False
-    except ShapeError:
-        if getattr(layer, "fit", "floor") != "error":
-            raise
-    lenient = copy.copy(layer)
-    lenient.fit = "floor"  # type: ignore[attr-defined]
-    lenient.output_shape(shape)  # other problems (channels, windows of padding only) still raise
-    return True
-
-
-def _step(i: int, layer: Layer, shape: Shape, itemsize: int) -> Step:
-    params, macs, workspace, fits, problem = layer.param_count(), 0, 0, True, ""
-    if isinstance(layer, (Conv2D, MaxPool2D, AvgPool2D)) and len(shape) == 3:
-        raises = _floor_check(layer, shape)
-        if isinstance(layer, Conv2D):
-            text, out, macs, workspace, fits, problem = _conv_text(layer, shape, itemsize)
-            kind = "CONV"
-        else:
-            text, out, fits, problem = _pool_text(layer, shape)
-            kind = "POOL"
-        if raises:
-            text += "\nthis layer was built with fit='error', so it raises on this input"
-    else:
-        out = tuple(layer.output_shape(shape))
-        macs = layer.macs(shape)
-        kind, text = _simple_text(layer, shape, out)
-    n_out = int(np.prod(out))
-    return Step(i, kind, repr(layer), tuple(shape), tuple(out), text, params, macs,
-                n_out * itemsize, workspace, fits, problem)
-
-
-def _simple_text(layer: Layer, shape: Shape, out: Shape) -> tuple[str, str]:
-    size = f"{volume(shape)} → {volume(out)}"
-    n = int(np.prod(out))
-    if isinstance(layer, Linear):
-        weights = _minus(S.linear_param_formula(layer.in_features, layer.out_features, False))
-        return "FC", (f"FC: {layer.in_features:,} → {layer.out_features:,}: weights {weights}, biases "
-                      f"{layer.out_features if layer.use_bias else 0} ({layer.param_count():,} "
-                      f"parameters); {layer.in_features * layer.out_features:,} multiply-adds")
-    if isinstance(layer, Flatten):
-        return "FLATTEN", f"FLATTEN: {volume(shape)} → {n:,} numbers in a row; no parameters"
-    if isinstance(layer, LeakyReLU):
-        return "RELU", (f"LEAKY RELU: x if x > 0 else {layer.negative_slope:g}·x on each of the {n:,} "
-                        f"numbers: {size}; no parameters")
-    formulas = {ReLU: ("RELU", "max(0, x)"), Sigmoid: ("SIGMOID", "1 / (1 + e^−x)"),
-                Tanh: ("TANH", "tanh(x)")}
-    for cls, (kind, f) in formulas.items():
-        if isinstance(layer, cls):
-            return kind, f"{kind}: {f} on each of the {n:,} numbers: {size}; no parameters"
-    if isinstance(layer, GlobalAvgPool2D):
-        return "POOL", (f"POOL: global average of each {shape[1]}×{shape[2]} map: {size}; "
-                        "no parameters")
-    if isinstance(layer, Dropout):
-        return "DROPOUT", (f"DROPOUT: p = {layer.p:g} zeroes numbers while training and scales the "
-                           f"rest by 1/(1 − p); the identity when predicting: {size}")
-    if isinstance(layer, (BatchNorm2D, BatchNorm1D)):
-        count = (f"{_minus(layer.param_formula())} parameters (γ, β)" if layer.affine
-                 else "no parameters")
-        return "BATCHNORM", (f"BATCHNORM: (x − mean) / √(var + ε)·γ + β per channel: {size}; {count}"
-                             + ("; running mean and variance kept" if layer.track_running_stats else ""))
-    params = layer.param_count()
-    return layer.name.upper(), f"{layer!r}: {size}; " + (f"{params:,} parameters" if params
-                                                         else "no parameters")
+def _paragraphs(steps: Sequence[Step], indent: str) -> list[str]:
+    out = []
+    for s in steps:
+        lines = s.text.split("\n")
+        out.append(f"{indent}[{s.label or s.index}] {lines[0]}")
+        out.extend(f"{indent}    {line}" for line in lines[1:])
+        out.extend(_paragraphs(s.steps, indent + "    "))
+    return out
 
 
 def explain(model: Any, input_shape: Sequence[int] | None = None, strict: bool = False) -> Explanation:
     """The lecture's walk through ``model`` (a :class:`~convscope.Sequential` or a single layer).
 
     ``input_shape`` is per image (C, H, W) (default: the model's).  With ``strict``, a stride that
-    does not fit raises :class:`ShapeError` naming the layer and what it drops.
+    does not fit raises :class:`ShapeError` naming the layer and what it drops.  Byte counts use
+    the model's ``dtype``.
     """
-    layers = list(getattr(model, "layers", [model]))
     shape = input_shape if input_shape is not None else getattr(model, "input_shape", None)
     if shape is None:
         raise ShapeError("explain: the model has no input_shape; pass one, e.g. "
@@ -407,20 +275,14 @@ def explain(model: Any, input_shape: Sequence[int] | None = None, strict: bool =
     shape = tuple(int(s) for s in shape)
     if not shape or min(shape) < 1:
         raise ShapeError(f"explain: input_shape must be positive sizes (C, H, W), got {shape}")
-    params = [p for layer in layers for p in layer.params.values()]
-    dtype = params[0].dtype if params else np.dtype(np.float32)
-    steps = []
-    for i, layer in enumerate(layers):
-        try:
-            step = _step(i, layer, shape, dtype.itemsize)
-        except ShapeError as e:
-            raise ShapeError(f"layer {i}: {e}") from None
-        if strict and not step.fits:
-            raise ShapeError(f"layer {i} {step.layer}: input {volume(shape)}: {step.problem}")
-        steps.append(step)
-        shape = step.output_shape
-    in_shape = tuple(int(s) for s in (input_shape if input_shape is not None else model.input_shape))
-    return Explanation(in_shape, tuple(steps), dtype.itemsize, dtype.name)
+    dtype = np.dtype(getattr(model, "dtype", None) or np.float32)
+    # a Sequential is walked through its layers; any other layer (a block too) is one step
+    children = model.children() if getattr(model, "layers", None) is not None else [("0", model)]
+    try:
+        steps = ExplainContext(dtype.itemsize, "", strict).walk(children, shape)
+    except _Labelled as e:
+        raise ShapeError(str(e)) from None
+    return Explanation(shape, steps, dtype.itemsize, dtype.name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -465,14 +327,14 @@ def explain_size(n: int, kernel_size: int, stride: int | None = None, padding: i
     head = f"N = {n}, F = {kernel_size}" + (f", dilation {dilation} (spans {f_eff})" if dilation > 1 else "")
     head += f", P = {pads[0] if pads[0] == pads[1] else pads}"
     if padding == "same":
-        head += f" (same: {_minus(S.same_padding_formula(kernel_size, dilation))})"
+        head += f" (same: {minus(S.same_padding_formula(kernel_size, dilation))})"
     lines = [head + ": output side = (N − F + 2P) / S + 1"]
     strides = [int(stride)] if stride is not None else list(range(1, f_eff + 1))
     all_fit = True
     for s in strides:
-        a = _Axis(n, kernel_size, s, pads, dilation, False, "column")
-        b = _Axis(n, kernel_size, s, pads, dilation, False, "row")
-        fit, fits = _fit_words(b, a)
+        a = Axis(n, kernel_size, s, pads, dilation, False, "column")
+        b = Axis(n, kernel_size, s, pads, dilation, False, "row")
+        fit, fits = fit_words(b, a)
         all_fit &= fits
         line = f"stride {s}: {a.formula}"
         line += f" → {a.out}×{a.out}" if fits else f" → {a.out}×{a.out} (floored): {fit}"
@@ -481,7 +343,7 @@ def explain_size(n: int, kernel_size: int, stride: int | None = None, padding: i
         lines.append(line)
     if padding != "same" and pads != S.same_padding(kernel_size, dilation):
         same = S.same_padding(kernel_size, dilation)
-        keep = _Axis(n, kernel_size, 1, same, dilation, False, "column")
+        keep = Axis(n, kernel_size, 1, same, dilation, False, "column")
         lines.append(f"keeping the size takes stride 1 and same padding, "
-                     f"{_minus(S.same_padding_formula(kernel_size, dilation))}: {keep.formula}")
+                     f"{minus(S.same_padding_formula(kernel_size, dilation))}: {keep.formula}")
     return SizeAnswer("\n".join(lines), all_fit)

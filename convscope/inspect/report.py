@@ -20,14 +20,22 @@ import datetime as _dt
 import html
 import json
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..data import Normalizer, to_float
-from .explain import explain, nbytes_text, volume
-from ..layers import Conv2D
-from ..layers.container import Sequential
+from .._version import __version__
+from ..data import Normalizer, load_dataset, to_float
+from ..formats.files import atomic_write
+from ..formats.model_file import load_model
+from ..train import METRICS, MODEL, evaluate
+from ..words import nbytes_text, volume
+from . import viz
+from .explain import explain
+from .tree import filter_layers
+
+if TYPE_CHECKING:
+    from ..layers.container import Sequential
 
 __all__ = ["report_html", "write_report", "report_for_run", "RunReport", "REPORT", "CURVES"]
 
@@ -87,7 +95,7 @@ def _pct(v: Any) -> str:
 
 
 def _prepare(model: Sequential, x: np.ndarray, normalizer: Normalizer | None) -> np.ndarray:
-    dtype = next((p.dtype for p in model.params.values()), np.dtype(np.float32))
+    dtype = model.dtype
     out = normalizer(x) if normalizer is not None else (to_float(x) if x.dtype == np.uint8 else x)
     return np.asarray(out).astype(dtype, copy=False)
 
@@ -97,8 +105,9 @@ def _summary_table(model: Sequential) -> str:
     rows = [f"<tr><td></td><td>input</td><td>{_e(volume(s.input_shape))}</td><td class=num></td>"
             f"<td></td><td class=num></td><td class=num>"
             f"{_e(nbytes_text(int(np.prod(s.input_shape)) * s.itemsize))}</td></tr>"]
-    for r in s.rows:
-        rows.append(f"<tr><td class=num>{r.index}</td><td>{_e(r.layer)}</td>"
+    for r in s.rows:  # a block's layers indented under its row of totals
+        indent = "&nbsp;" * 4 * r.depth
+        rows.append(f"<tr><td class=num>{_e(r.label or r.index)}</td><td>{indent}{_e(r.layer)}</td>"
                     f"<td>{_e(volume(r.output_shape))}</td><td class=num>{r.params:,}</td>"
                     f"<td>{_e(r.formula)}</td><td class=num>{r.macs:,}</td>"
                     f"<td class=num>{_e(nbytes_text(r.activation_bytes))}</td></tr>")
@@ -161,10 +170,6 @@ def report_html(model: Sequential, classes: Sequence[str], *,
     activation maps and the confusion matrix; ``normalizer`` maps them to the model's input.
     ``info`` adds lines to the header (dataset, architecture, ...).
     """
-    from .._version import __version__  # noqa: PLC0415
-    from . import viz  # noqa: PLC0415 - viz needs matplotlib, imported on use
-    from ..train import evaluate  # noqa: PLC0415
-
     if model.input_shape is None:
         raise ValueError("report: the model has no input_shape; build it first")
     classes = [str(c) for c in classes]
@@ -190,7 +195,8 @@ def report_html(model: Sequential, classes: Sequence[str], *,
              + "".join(f"<div class=card><b>{_e(v)}</b><span>{_e(k)}</span></div>" for v, k in cards)
              + "</div><nav><a href='#model'>Model</a><a href='#training'>Training</a>"
              "<a href='#filters'>Filters</a><a href='#predictions'>Predictions</a>"
-             "<a href='#confusion'>Confusion matrix</a></nav></header>"]
+             "<a href='#confusion'>Confusion matrix</a>"
+             "<a href='explore.html'>Explorer (interactive)</a></nav></header>"]
     # ---- the model
     walk = str(explain(model))
     parts.append(f"<section id=model><h2>Model</h2>{_summary_table(model)}"
@@ -205,7 +211,7 @@ def report_html(model: Sequential, classes: Sequence[str], *,
         parts.append("<section id=training><h2>Training</h2><p class=meta>No training history "
                      "was recorded.</p></section>")
     # ---- filters
-    convs = [i for i, layer in enumerate(model.layers) if isinstance(layer, Conv2D)]
+    convs = [label for label, _ in filter_layers(model)]  # blocks' conv layers too
     figs = [_img(viz.filter_grid(model, i), f"filters of layer {i}") for i in convs[:max_conv]]
     more = (f"<p class=meta>{len(convs) - max_conv} more conv layers not drawn.</p>"
             if len(convs) > max_conv else "")
@@ -261,8 +267,6 @@ def write_report(run_dir: str | Path, model: Sequential, classes: Sequence[str],
                  **kwargs: Any) -> Path:
     """Write ``report.html`` into ``run_dir`` (atomically); returns its path.  ``kwargs`` as
     :func:`report_html`."""
-    from ..formats.model_file import atomic_write  # noqa: PLC0415
-
     return atomic_write(Path(run_dir) / REPORT, report_html(model, classes, **kwargs))
 
 
@@ -284,11 +288,6 @@ def report_for_run(run_dir: str | Path, dataset: str | None = None,
     """(Re)write ``report.html`` for a finished run folder: its ``model.safetensors``,
     ``metrics.jsonl`` and the test split of its dataset (``dataset`` overrides the one the model
     file names).  Also rewrites ``curves.png``."""
-    from . import viz  # noqa: PLC0415
-    from ..data import load_dataset  # noqa: PLC0415
-    from ..formats.model_file import load_model  # noqa: PLC0415
-    from ..train import METRICS, MODEL  # noqa: PLC0415
-
     run = Path(run_dir)
     if not (run / MODEL).is_file():
         raise FileNotFoundError(f"{run}: no {MODEL} here; is it a run folder of `convscope train`?")
@@ -341,8 +340,6 @@ class RunReport:
     def on_epoch_end(self, trainer: Any, metrics: Mapping[str, Any]) -> None:
         if self.disabled or trainer.run_dir is None:
             return
-        from . import viz  # noqa: PLC0415
-
         try:
             viz.training_curves(trainer.history, trainer.run_dir / CURVES,
                                 title=f"{trainer.run_dir.name}: loss and accuracy per epoch")

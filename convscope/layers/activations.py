@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from .. import workspace
 from ..runtime import grad_enabled, xp_of
-from .base import Array, Layer
+from ..words import volume
+from .base import Array, Layer, Shape
 from .registry import register_layer
 
 
@@ -14,6 +18,13 @@ def _channels_last(x: Array) -> bool:
     return x.ndim == 4 and x.shape[1] > 1 and abs(s[1]) <= min(abs(s[2]), abs(s[3]))
 
 _ANY = (1, 2, 3, 4, 5)
+
+
+def _elementwise(layer: Layer, kind: str, formula: str, input_shape: Shape, ctx: Any) -> Any:
+    """'RELU: max(0, x) on each of the 4,704 numbers: 28×28×6 → 28×28×6; no parameters'."""
+    out = layer.output_shape(input_shape)
+    return ctx.told(kind, f"{formula} on each of the {math.prod(out):,} numbers: {volume(input_shape)} → "
+                    f"{volume(out)}; no parameters", out)
 
 
 @register_layer("relu", onnx_ops=("Relu",), torch=("ReLU",))
@@ -39,6 +50,33 @@ class ReLU(Layer):
         out = workspace.empty(mask.shape, dy.dtype, xp, _channels_last(mask))  # forward's layout
         return xp.multiply(dy, mask, out=out)
 
+    # -- explain --
+    def explain(self, input_shape: Shape, ctx: Any) -> Any:
+        return _elementwise(self, "RELU", "RELU: max(0, x)", input_shape, ctx)
+
+    # -- ONNX --
+    def to_onnx(self, g: Any, x: str, input_shape: Shape) -> str:
+        return g.node("Relu", [x])
+
+    @classmethod
+    def from_onnx(cls, node: Any, g: Any, input_shape: Shape) -> Layer:
+        return cls()
+
+    # -- PyTorch --
+    def to_torch(self, torch: Any) -> Any:
+        return torch.nn.ReLU()
+
+    @classmethod
+    def from_torch(cls, module: Any, torch: Any) -> Layer:
+        return cls()
+
+    # -- JSON --
+    elementwise = True  # a conv or fc entry's "activation" key may name it
+
+    @classmethod
+    def example(cls, dtype: Any = None) -> tuple[Layer, Shape]:
+        return cls(), (2, 3, 4)
+
 
 @register_layer("leakyrelu", aliases=("leaky_relu",), onnx_ops=("LeakyRelu",), torch=("LeakyReLU",))
 class LeakyReLU(Layer):
@@ -56,6 +94,43 @@ class LeakyReLU(Layer):
     def backward(self, dy: Array) -> Array:
         pos = self._take(dy)
         return xp_of(dy).where(pos, dy, dy * self.negative_slope)
+
+    # -- explain --
+    def explain(self, input_shape: Shape, ctx: Any) -> Any:
+        return _elementwise(self, "RELU", f"LEAKY RELU: x if x > 0 else {self.negative_slope:g}·x",
+                            input_shape, ctx)
+
+    # -- ONNX --
+    def to_onnx(self, g: Any, x: str, input_shape: Shape) -> str:
+        return g.node("LeakyRelu", [x], alpha=float(self.negative_slope))
+
+    @classmethod
+    def from_onnx(cls, node: Any, g: Any, input_shape: Shape) -> Layer:
+        return cls(g.f32(g.attrs(node).get("alpha", 0.01)))
+
+    # -- PyTorch --
+    def to_torch(self, torch: Any) -> Any:
+        return torch.nn.LeakyReLU(self.negative_slope)
+
+    @classmethod
+    def from_torch(cls, module: Any, torch: Any) -> Layer:
+        return cls(module.negative_slope)
+
+    # -- JSON --
+    elementwise = True  # a conv or fc entry's "activation" key may name it
+    spec_keys = ("slope",)
+
+    def to_spec(self) -> dict[str, Any]:
+        """slope: the negative slope a."""
+        return {"slope": self.negative_slope}
+
+    @classmethod
+    def from_spec(cls, spec: Any, ctx: Any) -> Layer:
+        return cls(spec.float("slope", default=0.01))
+
+    @classmethod
+    def example(cls, dtype: Any = None) -> tuple[Layer, Shape]:
+        return cls(0.2), (2, 3, 4)
 
     def __repr__(self) -> str:
         return f"LeakyReLU({self.negative_slope})"
@@ -76,6 +151,33 @@ class Sigmoid(Layer):
         y = self._take(dy)
         return dy * y * (1 - y)
 
+    # -- explain --
+    def explain(self, input_shape: Shape, ctx: Any) -> Any:
+        return _elementwise(self, "SIGMOID", "SIGMOID: 1 / (1 + e^−x)", input_shape, ctx)
+
+    # -- ONNX --
+    def to_onnx(self, g: Any, x: str, input_shape: Shape) -> str:
+        return g.node("Sigmoid", [x])
+
+    @classmethod
+    def from_onnx(cls, node: Any, g: Any, input_shape: Shape) -> Layer:
+        return cls()
+
+    # -- PyTorch --
+    def to_torch(self, torch: Any) -> Any:
+        return torch.nn.Sigmoid()
+
+    @classmethod
+    def from_torch(cls, module: Any, torch: Any) -> Layer:
+        return cls()
+
+    # -- JSON --
+    elementwise = True  # a conv or fc entry's "activation" key may name it
+
+    @classmethod
+    def example(cls, dtype: Any = None) -> tuple[Layer, Shape]:
+        return cls(), (2, 3, 4)
+
 
 @register_layer("tanh", onnx_ops=("Tanh",), torch=("Tanh",))
 class Tanh(Layer):
@@ -89,3 +191,30 @@ class Tanh(Layer):
     def backward(self, dy: Array) -> Array:
         y = self._take(dy)
         return dy * (1 - y * y)
+
+    # -- explain --
+    def explain(self, input_shape: Shape, ctx: Any) -> Any:
+        return _elementwise(self, "TANH", "TANH: tanh(x)", input_shape, ctx)
+
+    # -- ONNX --
+    def to_onnx(self, g: Any, x: str, input_shape: Shape) -> str:
+        return g.node("Tanh", [x])
+
+    @classmethod
+    def from_onnx(cls, node: Any, g: Any, input_shape: Shape) -> Layer:
+        return cls()
+
+    # -- PyTorch --
+    def to_torch(self, torch: Any) -> Any:
+        return torch.nn.Tanh()
+
+    @classmethod
+    def from_torch(cls, module: Any, torch: Any) -> Layer:
+        return cls()
+
+    # -- JSON --
+    elementwise = True  # a conv or fc entry's "activation" key may name it
+
+    @classmethod
+    def example(cls, dtype: Any = None) -> tuple[Layer, Shape]:
+        return cls(), (2, 3, 4)

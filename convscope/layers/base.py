@@ -37,6 +37,12 @@ def float_dtype(dtype: Any) -> np.dtype:
     return dt
 
 
+def virtual_array(shape: Shape, dtype: Any) -> np.ndarray:
+    """A read-only array of ``shape`` and ``dtype`` that holds no memory: one zero seen through
+    zero strides (``np.broadcast_to``); its ``shape``, ``size`` and ``dtype`` are real."""
+    return np.broadcast_to(np.zeros((), dtype), tuple(int(s) for s in shape))
+
+
 def positive_int(value: Any, name: str, owner: str) -> int:
     """An int >= 1, or a ValueError naming the layer and the value."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -58,6 +64,7 @@ class Layer:
     identity_at_inference: ClassVar[bool] = False  # eval() makes it the identity (dropout)
     stochastic: ClassVar[bool] = False             # draws random numbers: rng_state/set_rng_state
     input_grad_optional: ClassVar[bool] = False    # backward(dy, input_grad=False) skips dx
+    elementwise: ClassVar[bool] = False            # acts on each number alone: a JSON "activation"
 
     def __init__(self) -> None:
         self.params: dict[str, Array] = {}
@@ -119,6 +126,34 @@ class Layer:
         """Multiply-adds per image."""
         return 0
 
+    # -- memory: shapes before anything is allocated (limits.py) -------------------------------
+    def build_virtual(self, input_shape: Shape) -> Shape:
+        """:meth:`build` without allocating: the parameters and buffers it would create become
+        read-only zero-stride placeholders of their real shapes and dtypes
+        (:func:`virtual_array`, a few bytes however large), so output shapes, parameter counts,
+        multiply-adds, ``summary`` and ``explain`` work and the cost checks can run before any
+        weight exists.  Not for forward or training; :meth:`adopt` gives it real arrays.
+        Returns the per-image output shape.  The default calls :meth:`build` (right for a layer
+        without parameters); a kind that creates parameters overrides it."""
+        return self.build(input_shape)
+
+    def adopt(self, arrays: dict[str, Array]) -> None:
+        """Take ``arrays`` (keys as in the layer's state dict) as its parameters and buffers,
+        each cast to the dtype it has, with zero gradients; a container hands each child the
+        entries under its prefix.  How a model file's weights replace the placeholders of
+        :meth:`build_virtual` without random weights being drawn first (load_model has checked
+        the names and shapes)."""
+        if self.children():
+            for name, child in self.children():
+                head = f"{name}."
+                child.adopt({k[len(head):]: v for k, v in arrays.items() if k.startswith(head)})
+            return
+        params = {k: np.asarray(arrays[k]).astype(v.dtype, copy=False)
+                  for k, v in self.params.items()}
+        self.buffers = {k: np.asarray(arrays[k]).astype(v.dtype, copy=False)
+                        for k, v in self.buffers.items()}
+        self._set_params(**params)
+
     # -- what the layer is in every format (defaults; registered kinds override) ----------------
     def children(self) -> list[tuple[str, "Layer"]]:
         """Sub-layers with their state-dict prefixes ('0', 'block.1', ...); none for a plain layer."""
@@ -137,29 +172,43 @@ class Layer:
 
     def explain(self, input_shape: Shape, ctx: Any) -> Any:
         """The lecture's sentence for this layer on a per-image ``input_shape``: an
-        ``inspect.explain.Told`` (kind, text, ...).  ``ctx`` has ``itemsize`` and ``walk`` for
-        the layers inside a container.  The default, built by ``ctx.generic``, names the layer,
-        its shapes and its parameter count."""
+        ``inspect.explain.Told``, made with ``ctx.told(kind, text, output_shape=None, macs=None,
+        workspace_bytes=0, fits=True, problem="", steps=())``.  ``ctx`` (an
+        ``inspect.explain.ExplainContext``) has ``itemsize``, ``label`` ('3', '3.1'),
+        ``misfit_note(layer, shape)`` (the ``fit='error'`` check of windowed layers) and
+        ``walk(children, shape)`` for the layers inside a container.  The words are in
+        ``convscope.words``.  The default, built by ``ctx.generic``, names the layer, its shapes
+        and its parameter count: 'Swish(): 28×28×6 → 28×28×6; no parameters'."""
         return ctx.generic(self, input_shape)
 
     def to_onnx(self, g: Any, x: str, input_shape: Shape) -> str:
-        """Append the ONNX nodes computing this layer on tensor ``x``; return the output's name.
-        ``g`` is the graph builder of formats/onnx (``g.node``, ``g.tensor``, ``g.opset``)."""
+        """Append the ONNX nodes computing this layer (at inference) on tensor ``x`` of per-image
+        ``input_shape``; return the output's name.  ``g`` is formats/onnx's GraphBuilder:
+        ``g.node(op, inputs, **attrs)`` and ``g.tensor(suffix, value, dtype=None)`` (named after
+        the layer's state-dict prefix), ``g.opset``, ``g.dtype``, ``g.pads(pads)`` and, for a
+        container, ``g.emit(name, child, x, shape)``."""
         raise UnsupportedLayer(f"{self.name} has no ONNX export; give it a to_onnx hook")
 
     @classmethod
     def from_onnx(cls, node: Any, g: Any, input_shape: Shape) -> "Layer | None":
-        """The layer for one ONNX node (``g`` reads attributes and constants), or None when
-        this kind does not read this node after all."""
+        """The layer for one ONNX node (an operator in the kind's ``onnx_ops``) on per-image
+        ``input_shape``, or None when this kind does not read this node after all.  ``g`` is
+        formats/onnx's GraphReader: ``g.attrs(node)``, ``g.const(node, i, what)``, ``g.dtype``,
+        ``g.fill(layer, arrays)``, ``g.pad_before(node)`` (a Pad folded in), ``g.window_pads``."""
         raise UnsupportedLayer(f"{cls.__name__} has no ONNX import; give it a from_onnx hook")
 
     def to_torch(self, torch: Any) -> Any:
-        """The equivalent ``torch.nn`` module, weights copied (``torch`` is the torch module)."""
+        """The equivalent ``torch.nn`` module, configured: the converter copies the weights in
+        (state-dict keys are shared).  ``torch`` is the torch module (formats/torch's TorchKit:
+        every attribute of torch, plus ``PaddedConv2d``, ``dtype_of(layer)`` and, for a
+        container, ``child_module(name, layer)``)."""
         raise UnsupportedLayer(f"{self.name} has no PyTorch mapping; give it a to_torch hook")
 
     @classmethod
-    def from_torch(cls, module: Any, dtype: Any) -> "Layer":
-        """The layer for one ``torch.nn`` module, weights copied as ``dtype``."""
+    def from_torch(cls, module: Any, torch: Any) -> "Layer":
+        """The layer for one ``torch.nn`` module (a class in the kind's ``torch`` names),
+        configured: the converter copies the weights in.  ``torch`` as in :meth:`to_torch`, with
+        ``np_dtype(module)``, ``unsupported(module, why)`` and ``child_layer(name, module)``."""
         raise UnsupportedLayer(f"{cls.__name__} has no PyTorch mapping; give it a from_torch "
                                "hook")
 
@@ -171,9 +220,10 @@ class Layer:
         """Restore what :meth:`rng_state` returned."""
 
     @classmethod
-    def example(cls) -> tuple["Layer", Shape]:
-        """A small built instance and its per-image input shape, for the registry's test suite
-        (every registered kind must give one)."""
+    def example(cls, dtype: Any = np.float32) -> tuple["Layer", Shape]:
+        """A small built instance (parameters of ``dtype``, float32 or float64) and its
+        per-image input shape, for the registry's test suite (every registered kind must give
+        one; a layer without parameters ignores ``dtype``)."""
         raise NotImplementedError(f"{cls.__name__}.example() is not defined; every registered "
                                   "kind gives one for the registry's test suite")
 
@@ -222,6 +272,13 @@ class Layer:
     def _set_params(self, **arrays: Array) -> None:
         self.params = dict(arrays)
         self.grads = {k: xp_of(v).zeros_like(v) for k, v in arrays.items()}
+
+    def _set_virtual(self, **shapes: Shape) -> None:
+        """Placeholder parameters and gradients of ``shapes`` in the layer's dtype
+        (:meth:`build_virtual`)."""
+        dtype = self.dtype or np.dtype(np.float32)
+        self.params = {k: virtual_array(s, dtype) for k, s in shapes.items()}
+        self.grads = {k: virtual_array(s, dtype) for k, s in shapes.items()}
 
     def __repr__(self) -> str:
         return f"{self.name}()"

@@ -1,87 +1,28 @@
-"""Sequential: layers in a row (CONV -> RELU -> CONV -> RELU -> POOL -> ... -> FC), its summary
-table with the lecture's arithmetic, and state dicts keyed as in PyTorch ('0.weight', ...)."""
+"""Sequential: layers in a row (CONV -> RELU -> CONV -> RELU -> POOL -> ... -> FC), a container
+(``children()``; parameters, multiply-adds, explain and summary recurse into nested blocks), and
+state dicts keyed as in PyTorch ('0.weight', ...).
+
+The summary table lives in :mod:`convscope.inspect.summary` (``Summary`` and ``SummaryRow`` are
+re-exported here: ``convscope.model.Summary`` keeps working).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from ..runtime import no_grad, xp_of
 from ..errors import ShapeError
 from ..init import make_rng
+from ..inspect.explain import ExplainContext, Explanation, Told
+from ..inspect.explain import explain as explain_model
+from ..inspect.summary import Summary, SummaryRow, summarize
+from ..words import plural, volume
 from .base import Array, Layer, Shape
-from .conv import Conv2D
-from .linear import Linear
-from .registry import register_layer
+from .registry import lookup, register_layer, require_kind
 
-if TYPE_CHECKING:
-    from ..inspect.explain import Explanation
-
-
-@dataclass(frozen=True)
-class SummaryRow:
-    """One layer of a summary: its per-image output shape, parameters, multiply-adds, memory."""
-
-    index: int
-    layer: str
-    output_shape: Shape
-    params: int
-    formula: str
-    macs: int
-    activation_bytes: int
-
-
-def _size(nbytes: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if nbytes < 1024 or unit == "GiB":
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1024
-    return ""
-
-
-@dataclass(frozen=True)
-class Summary:
-    """The model table (Keras' summary, with the lecture's formulas); ``str()`` draws it."""
-
-    input_shape: Shape
-    rows: tuple[SummaryRow, ...]
-    itemsize: int
-
-    @property
-    def total_params(self) -> int:
-        return sum(r.params for r in self.rows)
-
-    @property
-    def total_macs(self) -> int:
-        return sum(r.macs for r in self.rows)
-
-    @property
-    def activation_bytes(self) -> int:
-        return sum(r.activation_bytes for r in self.rows)
-
-    def __str__(self) -> str:
-        head = ("#", "layer", "output", "params", "formula", "mult-adds", "activations")
-        body = [(str(r.index), r.layer, "x".join(map(str, r.output_shape)), f"{r.params:,}",
-                 r.formula, f"{r.macs:,}", _size(r.activation_bytes)) for r in self.rows]
-        body.insert(0, ("", "input", "x".join(map(str, self.input_shape)), "", "", "",
-                        _size(int(np.prod(self.input_shape)) * self.itemsize)))
-        widths = [max(len(row[i]) for row in [head] + body) for i in range(len(head))]
-        right = {3, 5, 6}
-
-        def line(row: Sequence[str]) -> str:
-            return "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                             for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-
-        rule = "-" * len(line(head))
-        out = [line(head), rule] + [line(r) for r in body] + [rule]
-        out.append(f"total: {self.total_params:,} parameters ({_size(self.total_params * self.itemsize)}),"
-                   f" {self.total_macs:,} mult-adds and {_size(self.activation_bytes)} of "
-                   "activations per image")
-        return "\n".join(out)
-
-    __repr__ = __str__
+__all__ = ["Sequential", "Summary", "SummaryRow"]
 
 
 @register_layer("sequential", torch=("Sequential",))
@@ -92,6 +33,9 @@ class Sequential(Layer):
     left as None are inferred, shapes are checked, ``summary()`` works.  ``seed`` makes the
     initial weights reproducible.
     """
+
+    # -- traits --
+    input_grad_optional = True  # backward(dy, input_grad=False) lets its first layer skip dx
 
     def __init__(self, *layers: Layer, input_shape: Sequence[int] | None = None,
                  seed: int | np.random.Generator | None = None) -> None:
@@ -119,12 +63,28 @@ class Sequential(Layer):
     def __getitem__(self, i: int) -> Layer:
         return self.layers[i]
 
+    def children(self) -> list[tuple[str, Layer]]:
+        """Its layers with their state-dict prefixes: [('0', conv), ('1', relu), ...]."""
+        return [(str(i), layer) for i, layer in enumerate(self.layers)]
+
     def build(self, input_shape: Shape, rng: np.random.Generator | None = None) -> Shape:
         shape = tuple(int(s) for s in input_shape)
         self.input_shape = shape
         for i, layer in enumerate(self.layers):
             try:
                 shape = layer.build(shape, rng)
+            except ShapeError as e:
+                raise ShapeError(f"layer {i}: {e}") from None
+        return shape
+
+    # -- memory --
+    def build_virtual(self, input_shape: Shape) -> Shape:
+        """build() with every layer's parameters as placeholders (Layer.build_virtual)."""
+        shape = tuple(int(s) for s in input_shape)
+        self.input_shape = shape
+        for i, layer in enumerate(self.layers):
+            try:
+                shape = layer.build_virtual(shape)
             except ShapeError as e:
                 raise ShapeError(f"layer {i}: {e}") from None
         return shape
@@ -169,8 +129,9 @@ class Sequential(Layer):
     def backward(self, dy: Array, input_grad: bool = True) -> Array | None:
         """Gradients of every layer, last to first; returns d loss / d input.
 
-        ``input_grad=False`` returns None and lets a first Conv2D or Linear skip its input
-        gradient, which nothing in training uses (PyTorch skips it too: inputs need no grad).
+        ``input_grad=False`` returns None and lets a first layer with the ``input_grad_optional``
+        trait (Conv2D, Linear, a nested Sequential) skip its input gradient, which nothing in
+        training uses (PyTorch skips it too: inputs need no grad).
         """
         if not self.layers:
             return dy if input_grad else None
@@ -179,7 +140,7 @@ class Sequential(Layer):
         first = self.layers[0]
         if input_grad:
             return first.backward(dy)
-        if isinstance(first, (Conv2D, Linear, Sequential)):
+        if first.input_grad_optional:
             first.backward(dy, input_grad=False)
         else:
             first.backward(dy)
@@ -219,6 +180,34 @@ class Sequential(Layer):
     @buffers.setter
     def buffers(self, value: dict) -> None:
         pass
+
+    @property  # type: ignore[override]
+    def dtype(self) -> np.dtype:
+        """The model's float dtype: that of its parameters (or float buffers), float32 when it has
+        none.  Inputs are cast to it (a first Flatten or ReLU has no dtype of its own)."""
+        for v in (*self.params.values(), *self.buffers.values()):
+            if np.dtype(v.dtype).kind == "f":
+                return np.dtype(v.dtype)
+        return np.dtype(np.float32)
+
+    # -- the lecture's arithmetic: recurse into the layers --------------------------------------
+    def param_formula(self) -> str:
+        """Its layers' parameter counts added up ('456 + 1,510 = 1,966'); a single layer's own
+        formula; '' when none has parameters."""
+        counted = [(layer, layer.param_count()) for layer in self.layers if layer.param_count()]
+        if not counted:
+            return ""
+        if len(counted) == 1:
+            return counted[0][0].param_formula() or f"{counted[0][1]:,}"
+        return " + ".join(f"{n:,}" for _, n in counted) + f" = {self.param_count():,}"
+
+    def macs(self, input_shape: Shape) -> int:
+        """Multiply-adds per image: the sum over its layers, each on the shape flowing into it."""
+        shape, total = tuple(input_shape), 0
+        for layer in self.layers:
+            total += layer.macs(shape)
+            shape = layer.output_shape(shape)
+        return total
 
     # -- inference -----------------------------------------------------------------------------
     def predict(self, x: Array, batch_size: int = 256) -> Array:
@@ -265,26 +254,83 @@ class Sequential(Layer):
             if k in state:
                 xp_of(target).copyto(target, xp_of(target).asarray(state[k]), casting="unsafe")
 
-    # -- the table -----------------------------------------------------------------------------
+    # -- the table and the walk ---------------------------------------------------------------
     def summary(self, input_shape: Shape | None = None) -> Summary:
-        """Per layer: output shape, parameters with their formula, multiply-adds, activations."""
-        shape = tuple(input_shape or self._need_input_shape())
-        rows = []
-        itemsize = next((p.dtype.itemsize for p in self.params.values()), 4)
-        for i, layer in enumerate(self.layers):
-            out = layer.output_shape(shape)
-            rows.append(SummaryRow(i, repr(layer), out, layer.param_count(), layer.param_formula(),
-                                   layer.macs(shape), int(np.prod(out)) * itemsize))
-            shape = out
-        return Summary(tuple(self._need_input_shape() if input_shape is None else input_shape),
-                       tuple(rows), itemsize)
+        """Per layer: output shape, parameters with their formula, multiply-adds, activations;
+        a nested block's layers under its row of totals (see :mod:`convscope.inspect.summary`)."""
+        return summarize(self, tuple(input_shape or self._need_input_shape()))
 
-    def explain(self, input_shape: Shape | None = None, strict: bool = False) -> Explanation:
-        """The lecture's walk through every layer (see :func:`convscope.explain.explain`);
-        ``print(net.explain())`` writes it out."""
-        from ..inspect.explain import explain  # noqa: PLC0415 - explain imports the layers
+    # -- explain --
+    def explain(self, input_shape: Shape | None = None, ctx: ExplainContext | bool | None = None,
+                *, strict: bool = False) -> Explanation | Told:
+        """``net.explain()``: the lecture's walk through every layer, an :class:`Explanation`
+        (see :func:`convscope.explain.explain`); ``print(net.explain())`` writes it out.  With
+        ``strict`` a stride that does not fit raises.
 
-        return explain(self, input_shape, strict)
+        As the hook (``ctx`` the walk's context, for a block inside a model): the block's totals,
+        its layers' steps labelled '3.0', '3.1', ... under it.
+        """
+        if not isinstance(ctx, ExplainContext):
+            return explain_model(self, input_shape, strict or bool(ctx))
+        shape = tuple(input_shape)
+        steps = ctx.walk(self.children(), shape)
+        out = steps[-1].output_shape if steps else shape
+        if not steps:
+            return ctx.told("BLOCK", f"BLOCK: no layers, the identity: {volume(shape)} → "
+                            f"{volume(out)}", out, activation_bytes=0)
+        span = (f"layer {steps[0].label}" if len(steps) == 1 else
+                f"layers {steps[0].label} to {steps[-1].label}")
+        params = self.param_count()
+        text = (f"BLOCK: {plural(len(steps), 'layer')} in a row: {volume(shape)} → {volume(out)}; "
+                f"{params:,} parameters, {sum(s.macs for s in steps):,} multiply-adds ({span} "
+                "below)")
+        return ctx.told("BLOCK", text, out, steps=steps)
+
+    # -- ONNX --
+    def to_onnx(self, g: Any, x: str, input_shape: Shape) -> str:
+        """Its layers in order, each named '<prefix>.<child>' as in the state dict.  (No
+        from_onnx: an imported graph comes back as one flat Sequential.)"""
+        shape = tuple(input_shape)
+        for name, layer in self.children():
+            x = g.emit(name, layer, x, shape)
+            shape = layer.output_shape(shape)
+        return x
+
+    # -- PyTorch --
+    def to_torch(self, torch: Any) -> Any:
+        """nn.Sequential of its children's modules, under the children's names."""
+        module = torch.nn.Sequential()
+        for name, layer in self.children():
+            module.add_module(name, torch.child_module(name, layer))
+        return module
+
+    @classmethod
+    def from_torch(cls, module: Any, torch: Any) -> Layer:
+        return cls(*[torch.child_layer(name, child) for name, child in module.named_children()])
+
+    # -- JSON --
+    spec_keys = ("layers",)
+
+    def to_spec(self) -> dict[str, Any]:
+        """layers: each inner layer's entry (its kind's name and its own ``to_spec``)."""
+        return {"layers": [{"type": require_kind(layer, "saved").name, **layer.to_spec()}
+                           for layer in self.layers]}
+
+    @classmethod
+    def from_spec(cls, spec: Any, ctx: Any) -> Layer:
+        """A nested block: ``{"type": "sequential", "layers": [...]}``."""
+        layers = spec.get("layers")
+        if not isinstance(layers, list) or not layers:
+            raise spec.error(f"'layers' must be a non-empty list of layer dicts, got {layers!r}")
+        return cls(*ctx.build(layers))
+
+    @classmethod
+    def example(cls, dtype: Any = np.float32) -> tuple[Layer, Shape]:
+        """conv, tanh, flatten, fc (the kinds looked up: a container names no concrete layer)."""
+        layers = (lookup("conv").cls(2, 3, 3, dtype=dtype, init="torch", seed=0),
+                  lookup("tanh").cls(), lookup("flatten").cls(),
+                  lookup("fc").cls(None, 4, dtype=dtype, init="torch", seed=1))
+        return cls(*layers, input_shape=(2, 5, 5)), (2, 5, 5)
 
     def __repr__(self) -> str:
         inner = ",\n".join(f"  ({i}) {layer!r}" for i, layer in enumerate(self.layers))

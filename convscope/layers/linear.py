@@ -11,6 +11,7 @@ from .. import workspace
 from ..runtime import xp_of
 from ..errors import ShapeError
 from ..shapes import linear_param_formula
+from ..words import minus, volume
 from .base import Array, Layer, Shape, float_dtype, positive_int
 from .registry import register_layer
 
@@ -34,6 +35,49 @@ class Flatten(Layer):
     def backward(self, dy: Array) -> Array:
         return dy.reshape(self._take(dy))
 
+    # -- explain --
+    def explain(self, input_shape: Shape, ctx: Any) -> Any:
+        """'FLATTEN: 12×12×10 → 1,440 numbers in a row; no parameters'."""
+        out = self.output_shape(input_shape)
+        return ctx.told("FLATTEN", f"FLATTEN: {volume(input_shape)} → {out[0]:,} numbers in a row; "
+                        "no parameters", out)
+
+    # -- ONNX --
+    def to_onnx(self, g: Any, x: str, input_shape: Shape) -> str:
+        return g.node("Flatten", [x], axis=1)
+
+    @classmethod
+    def from_onnx(cls, node: Any, g: Any, input_shape: Shape) -> Layer:
+        """Flatten with axis 1, or Reshape to (N, -1) (also written (0, -1) or (-1, C·H·W))."""
+        if node.op_type == "Reshape":
+            target = [int(v) for v in g.const(node, 1, "Reshape shape")]
+            flat = int(np.prod(input_shape))
+            if len(target) != 2 or target[0] not in (0, -1) or target[1] not in (-1, flat) \
+                    or target == [-1, -1]:
+                raise ValueError(f"Reshape to {target}: only flattening to (N, -1) is supported")
+            return cls()
+        axis = int(g.attrs(node).get("axis", 1))
+        if axis != 1:
+            raise ValueError(f"Flatten axis {axis}: only axis 1 (keep the batch axis) is "
+                             "supported")
+        return cls()
+
+    # -- PyTorch --
+    def to_torch(self, torch: Any) -> Any:
+        return torch.nn.Flatten()
+
+    @classmethod
+    def from_torch(cls, module: Any, torch: Any) -> Layer:
+        if module.start_dim != 1 or module.end_dim != -1:
+            raise torch.unsupported(module, f"start_dim={module.start_dim}, "
+                                            f"end_dim={module.end_dim}; only Flatten(1, -1) is")
+        return cls()
+
+    # -- JSON --
+    @classmethod
+    def example(cls, dtype: Any = None) -> tuple[Layer, Shape]:
+        return cls(), (2, 3, 3)
+
 
 @register_layer("fc", aliases=("dense", "linear"), onnx_ops=("Gemm", "MatMul"), torch=("Linear",))
 class Linear(Layer):
@@ -41,6 +85,9 @@ class Linear(Layer):
 
     ``in_features=None`` is inferred from the input shape given to :class:`Sequential`.
     """
+
+    # -- traits --
+    input_grad_optional = True  # backward(dy, input_grad=False) skips dx
 
     def __init__(self, in_features: int | None = None, out_features: int | None = None,
                  bias: bool = True, *, dtype: Any = np.float32, init: str = "kaiming",
@@ -72,6 +119,18 @@ class Linear(Layer):
             self.reset_parameters(inits.make_rng(rng))
         elif rng is not None:
             self.reset_parameters(rng)
+        return self.output_shape(input_shape)
+
+    # -- memory --
+    def build_virtual(self, input_shape: Shape) -> Shape:
+        """build() with placeholder weight (out, in) and bias (out,)."""
+        if len(input_shape) != 1:
+            raise ShapeError(f"{self!r}: needs a flat per-image shape (features,), got "
+                             f"{tuple(input_shape)}; put a Flatten() before it")
+        if self.in_features is None:
+            self.in_features = int(input_shape[0])
+            self._set_virtual(weight=(self.out_features, self.in_features),
+                              **({"bias": (self.out_features,)} if self.use_bias else {}))
         return self.output_shape(input_shape)
 
     def _built(self) -> int:
@@ -120,6 +179,95 @@ class Linear(Layer):
     def macs(self, input_shape: Shape) -> int:
         return self._built() * self.out_features
 
+    # -- explain --
+    def explain(self, input_shape: Shape, ctx: Any) -> Any:
+        """'FC: 1,440 → 10: weights 1440·10 = 14400, biases 10 (14,410 parameters); ...'."""
+        out = self.output_shape(input_shape)
+        n_in, n_out = self.in_features, self.out_features
+        weights = minus(linear_param_formula(n_in, n_out, False))
+        return ctx.told("FC", f"FC: {n_in:,} → {n_out:,}: weights {weights}, biases "
+                        f"{n_out if self.use_bias else 0} ({self.param_count():,} parameters); "
+                        f"{n_in * n_out:,} multiply-adds", out)
+
+    # -- ONNX --
+    def to_onnx(self, g: Any, x: str, input_shape: Shape) -> str:
+        """Gemm with transB = 1: y = x Wᵀ + b."""
+        inputs = [x, g.tensor("weight", self.params["weight"])]
+        if self.use_bias:
+            inputs.append(g.tensor("bias", self.params["bias"]))
+        return g.node("Gemm", inputs, transB=1)
+
+    @classmethod
+    def from_onnx(cls, node: Any, g: Any, input_shape: Shape) -> Layer:
+        """Gemm (transA = 0; alpha and beta folded into W and b), or MatMul with a constant
+        (in, out) B, its bias the Add after it (the reader folds that in as a third input)."""
+        if node.op_type == "MatMul":
+            b = g.const(node, 1, "MatMul B")
+            if b.ndim != 2:
+                raise ValueError(f"MatMul with a {b.ndim}-D B: only (in, out) matrices are "
+                                 "supported")
+            c = g.const(node, 2, "Add bias", required=False)
+            layer = cls(b.shape[0], b.shape[1], c is not None, dtype=g.dtype, seed=0)
+            arrays = {"weight": b.T}
+            if c is not None:
+                arrays["bias"] = np.broadcast_to(c.reshape(-1), (b.shape[1],))
+            return g.fill(layer, arrays)
+        a = g.attrs(node)
+        if a.get("transA", 0):
+            raise ValueError("Gemm with transA=1 is not supported")
+        b = g.const(node, 1, "Gemm B")
+        c = g.const(node, 2, "Gemm C", required=False)
+        w = b if a.get("transB", 0) else b.T
+        alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+        if alpha != 1.0:
+            w = w * alpha
+        out = w.shape[0]
+        layer = cls(w.shape[1], out, c is not None, dtype=g.dtype, seed=0)
+        arrays = {"weight": w}
+        if c is not None:
+            if c.size not in (1, out):
+                raise ValueError(f"Gemm C of shape {c.shape} does not broadcast to ({out},)")
+            bias = c.reshape(-1) * beta if beta != 1.0 else c.reshape(-1)
+            arrays["bias"] = np.broadcast_to(bias, (out,))
+        return g.fill(layer, arrays)
+
+    # -- PyTorch --
+    def to_torch(self, torch: Any) -> Any:
+        return torch.nn.Linear(self._built(), self.out_features, self.use_bias,
+                               dtype=torch.dtype_of(self))
+
+    @classmethod
+    def from_torch(cls, module: Any, torch: Any) -> Layer:
+        return cls(module.in_features, module.out_features, module.bias is not None,
+                   dtype=torch.np_dtype(module), seed=0)
+
+    # -- JSON --
+    spec_keys = ("units", "num_neurons", "bias", "activation")
+
+    def to_spec(self) -> dict[str, Any]:
+        """units, bias."""
+        return {"units": self.out_features, "bias": self.use_bias}
+
+    @classmethod
+    def from_spec(cls, spec: Any, ctx: Any) -> list[Layer]:
+        """A Flatten first when a volume flows in, the layer (``"units": "classes"``: the number
+        of classes; ConvNetJS' ``softmax`` entry: ``num_classes``), then its ``activation``."""
+        units = spec.get("units", "num_neurons", "num_classes",
+                         default="classes" if spec.type == "softmax" else None)
+        if units == "classes":
+            if ctx.classes is None:
+                raise spec.error("'classes' needs the number of classes, which is not known here")
+            units = ctx.classes
+        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
+            raise spec.error(f"'units' must be a positive int or \"classes\", got {units!r}")
+        flat: list[Layer] = [Flatten()] if len(ctx.shape) != 1 else []
+        return [*flat, cls(None, units, spec.bool("bias", True), dtype=ctx.dtype),
+                *spec.activation(ctx)]
+
+    @classmethod
+    def example(cls, dtype: Any = np.float32) -> tuple[Layer, Shape]:
+        return cls(6, 4, dtype=dtype, init="torch", seed=0), (6,)
+
     def __repr__(self) -> str:
         return f"Linear({self.in_features}, {self.out_features}{'' if self.use_bias else ', bias=False'})"
 
@@ -128,6 +276,16 @@ class Linear(Layer):
 class Dropout(Layer):
     """Training: zero each value with probability p and scale the rest by 1/(1 - p), so the
     expected output equals the input (inverted dropout).  Evaluation: the identity."""
+
+    # -- traits --
+    identity_at_inference = True  # eval(): the identity (viz skips it)
+    stochastic = True  # draws masks: the trainer seeds and checkpoints it (rng_state hooks)
+
+    # -- distributed --
+    #: None, or (start, stop, total): this worker holds rows start:stop of a global batch of
+    #: ``total`` (set by data-parallel training); the mask is drawn for the whole global batch
+    #: and sliced, so it does not depend on the number of workers.
+    shard: tuple[int, int, int] | None = None
 
     def __init__(self, p: float = 0.5, seed: int | np.random.Generator | None = None) -> None:
         super().__init__()
@@ -141,13 +299,87 @@ class Dropout(Layer):
         if not self.training or self.p == 0.0:
             return self._keep(None, x)
         xp = xp_of(x)
-        keep = self.rng.random(x.shape, dtype=x.dtype) >= self.p
+        if self.shard is None:
+            keep = self.rng.random(x.shape, dtype=x.dtype) >= self.p
+        else:
+            start, stop, total = self.shard
+            if stop - start != x.shape[0]:
+                raise ShapeError(f"{self!r}: shard {start}:{stop} of a global batch of {total} "
+                                 f"holds {stop - start} images, the input {x.shape[0]}")
+            mask = self.rng.random((total,) + tuple(x.shape[1:]), dtype=x.dtype)
+            keep = mask[start:stop] >= self.p
         scale = xp.asarray(keep, dtype=x.dtype) * (0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p))
         return self._keep(scale, x * scale)
 
     def backward(self, dy: Array) -> Array:
         scale = self._take(dy)
         return dy if scale is None else dy * scale
+
+    # -- training state --
+    def rng_state(self) -> dict[str, Any]:
+        """The mask generator's ``bit_generator.state`` (a dict of ints), for checkpoints."""
+        return self.rng.bit_generator.state
+
+    def set_rng_state(self, state: dict[str, Any]) -> None:
+        """A new generator in ``state`` (what :meth:`rng_state` gave): masks continue from
+        there; a generator shared with other code is left alone."""
+        kind = getattr(np.random, str(state.get("bit_generator")), None)
+        if not (isinstance(kind, type) and issubclass(kind, np.random.BitGenerator)):
+            raise ValueError(f"{self!r}: unknown bit generator {state.get('bit_generator')!r}")
+        bits = kind()
+        bits.state = state
+        self.rng = np.random.Generator(bits)
+
+    # -- explain --
+    def explain(self, input_shape: Shape, ctx: Any) -> Any:
+        """'DROPOUT: p = 0.3 zeroes numbers while training ...; the identity when predicting'."""
+        out = self.output_shape(input_shape)
+        return ctx.told("DROPOUT", f"DROPOUT: p = {self.p:g} zeroes numbers while training and "
+                        "scales the rest by 1/(1 − p); the identity when predicting: "
+                        f"{volume(input_shape)} → {volume(out)}", out)
+
+    # -- ONNX --
+    def to_onnx(self, g: Any, x: str, input_shape: Shape) -> str:
+        """Dropout with its ratio as an input: the identity at inference."""
+        return g.node("Dropout", [x, g.tensor("ratio", self.p)])
+
+    @classmethod
+    def from_onnx(cls, node: Any, g: Any, input_shape: Shape) -> Layer:
+        training = g.const(node, 2, "Dropout training_mode", required=False)
+        if training is not None and bool(np.asarray(training).reshape(-1)[0]):
+            raise ValueError("Dropout with training_mode=True is not an inference graph")
+        if g.output_used(node, 1):
+            raise ValueError("Dropout's mask output is used")
+        ratio = g.const(node, 1, "Dropout ratio", required=False)
+        if ratio is None:
+            return cls(0.5)
+        ratio = np.asarray(ratio).reshape(-1)[0]
+        return cls(g.f32(ratio) if ratio.dtype == np.float32 else float(ratio))
+
+    # -- PyTorch --
+    def to_torch(self, torch: Any) -> Any:
+        return torch.nn.Dropout(self.p)
+
+    @classmethod
+    def from_torch(cls, module: Any, torch: Any) -> Layer:
+        return cls(module.p)
+
+    # -- JSON --
+    spec_keys = ("p", "drop_prob")
+
+    def to_spec(self) -> dict[str, Any]:
+        """p."""
+        return {"p": self.p}
+
+    @classmethod
+    def from_spec(cls, spec: Any, ctx: Any) -> Layer:
+        """Its random generator is seeded from ``ctx.rng`` (a seeded model drops the same)."""
+        p = spec.float("p", "drop_prob", default=0.5, high=1.0)
+        return cls(p, seed=int(ctx.rng.integers(2 ** 63)))
+
+    @classmethod
+    def example(cls, dtype: Any = None) -> tuple[Layer, Shape]:
+        return cls(0.3, seed=0), (6,)
 
     def __repr__(self) -> str:
         return f"Dropout(p={self.p})"

@@ -29,7 +29,7 @@ from ..errors import ArchitectureError, UnsupportedLayer
 from .base import Layer
 
 __all__ = ["Kind", "REGISTRY", "register_layer", "kind_of", "require_kind", "lookup",
-           "kinds_for_onnx_op", "kind_for_torch", "supported"]
+           "kinds_for_onnx_op", "kind_for_torch", "supported", "unregister"]
 
 T = TypeVar("T", bound=type)
 
@@ -91,6 +91,19 @@ def register_layer(name: str, *, aliases: Iterable[str] = (), onnx_ops: Iterable
         return cls
 
     return decorate
+
+
+def unregister(name: str) -> Kind:
+    """Remove kind ``name`` and its aliases again (tests that register a throwaway kind);
+    returns the Kind.  Unknown names are a KeyError naming the known ones."""
+    if name not in REGISTRY:
+        raise KeyError(f"unregister: no kind {name!r}; known: {', '.join(REGISTRY)}")
+    kind = REGISTRY.pop(name)
+    _BY_CLASS.pop(kind.cls, None)
+    for a in kind.aliases:
+        _ALIASES.pop(a, None)
+    kind.cls.kind_name = None  # type: ignore[attr-defined]
+    return kind
 
 
 def _qualname(cls: type) -> str:

@@ -8,7 +8,10 @@ a model and its PyTorch twin share one state dict::
     save_torch_weights(model, "weights.safetensors")   # torch: load_state_dict(load_file(...))
     load_torch_weights(model, "resnet_like.pt")        # read with torch.load(weights_only=True)
 
-torch is imported only inside these functions: ``import convscope`` never imports it.
+Each layer kind maps itself in its own file (``to_torch`` / ``from_torch`` hooks, layers/*.py);
+the registry says which ``torch.nn`` classes a kind reads.  The hooks are handed a
+:class:`TorchKit`, the torch module plus the few things convscope adds; the kit copies the
+weights.  torch is imported only inside these functions: ``import convscope`` never imports it.
 """
 
 from __future__ import annotations
@@ -19,18 +22,18 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from ...errors import ShapeError
-from ...layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dropout, Flatten,
-                     GlobalAvgPool2D, Layer, LeakyReLU, Linear, MaxPool2D, ReLU, Sigmoid, Tanh)
-from ...layers.base import float_dtype
+from ...errors import ShapeError, UnsupportedLayer
+from ...layers.base import Layer, float_dtype
 from ...layers.container import Sequential
-from ...shapes import same_padding
+from ...layers.registry import kind_for_torch, require_kind, supported
+from ..files import atomic_write
+from . import modules
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 __all__ = ["to_torch", "from_torch", "torch_layer", "convscope_layer", "save_torch_weights",
-           "load_torch_weights", "to_numpy"]
+           "load_torch_weights", "to_numpy", "TorchKit"]
 
 _HINT = "torch is needed for this; install it with: pip install torch"
 
@@ -52,86 +55,123 @@ def to_numpy(a: Any) -> np.ndarray:
     return np.array(a, copy=True)
 
 
-# ---------------------------------------------------------------------------------------------
-# convscope -> torch
+class TorchKit:
+    """What the layers' torch hooks are handed as ``torch``: the torch module itself (every
+    attribute reads through: ``torch.nn.Conv2d``, ``torch.float64``), plus
 
+    - ``PaddedConv2d``: nn.Conv2d with asymmetric padding (formats/torch/modules.py);
+    - ``dtype_of(layer)``: torch.float64 or torch.float32, as the layer's parameters;
+    - ``np_dtype(module)``: float32 or float64, as the module's tensors (``layer_dtype`` when it
+      has none);
+    - ``unsupported(module, why)``: the error for a module or option convscope cannot read;
+    - ``child_module(name, layer)`` / ``child_layer(name, module)``: a container's child, converted
+      (errors name its path).
 
-def _torch_dtype(layer: Layer) -> Any:
-    torch = _torch()
-    return torch.float64 if layer.dtype == np.float64 else torch.float32
+    A hook only builds the module or layer: the kit copies the weights (state dicts share keys),
+    except into a container (a layer with ``children()``), whose children carry them.
+    """
+
+    def __init__(self, torch: Any, layer_dtype: Any = np.float32) -> None:
+        self._torch = torch
+        self.layer_dtype = float_dtype(layer_dtype)
+        self._path = self._failed = ""  # the child being converted; the innermost that failed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._torch, name)
+
+    @property
+    def PaddedConv2d(self) -> type:  # noqa: N802 - a class
+        return modules.PaddedConv2d
+
+    def dtype_of(self, layer: Layer) -> Any:
+        return self._torch.float64 if layer.dtype == np.float64 else self._torch.float32
+
+    def np_dtype(self, module: Any) -> np.dtype:
+        kinds = {t.dtype for t in list(module.parameters()) + list(module.buffers())
+                 if t.is_floating_point()}
+        if not kinds:
+            return self.layer_dtype
+        if kinds == {self._torch.float32}:
+            return np.dtype(np.float32)
+        if kinds == {self._torch.float64}:
+            return np.dtype(np.float64)
+        raise self.unsupported(module, f"its tensors are {sorted(map(str, kinds))}; convscope "
+                                       "works in float32 or float64, convert with module.float() "
+                                       "first")
+
+    @staticmethod
+    def unsupported(module: Any, why: str = "") -> UnsupportedLayer:
+        return UnsupportedLayer(f"from_torch: {module!r} ({type(module).__name__}) is not "
+                                f"supported{': ' + why if why else ''}; supported modules: "
+                                f"{supported('torch')}")
+
+    # -- convscope -> torch --------------------------------------------------------------------
+    def module_for(self, layer: Layer) -> Any:
+        """The torch module for ``layer``, weights copied, in the layer's training mode."""
+        require_kind(layer, "converted to PyTorch")
+        return self._with_state(layer, layer.to_torch(self))
+
+    def _with_state(self, layer: Layer, module: Any) -> Any:
+        if not layer.children():
+            own = dict(layer.params) | dict(layer.buffers)
+            with self._torch.no_grad():
+                for name, tensor in module.state_dict().items():
+                    if name not in own:
+                        raise UnsupportedLayer(f"{layer!r}: its torch module has {name!r}, which "
+                                               f"the layer has not (it has {sorted(own)})")
+                    tensor.copy_(self._torch.from_numpy(to_numpy(own[name])))
+        return module.train(layer.training)
+
+    def child_module(self, name: str, layer: Layer) -> Any:
+        return self._child(name, "layer", self.module_for, layer, (TypeError, ShapeError))
+
+    # -- torch -> convscope --------------------------------------------------------------------
+    def layer_for(self, module: Any) -> Layer:
+        """The convscope layer for a torch module, weights copied, in its training mode."""
+        kind = kind_for_torch(module)
+        if kind is None:
+            raise self.unsupported(module)
+        layer = kind.cls.from_torch(module, self)
+        if not layer.children():
+            own = dict(layer.params) | dict(layer.buffers)
+            theirs = module.state_dict()
+            if set(own) != set(theirs):
+                raise self.unsupported(module, f"its state dict has {sorted(theirs)}, convscope's "
+                                               f"layer {sorted(own)}")
+            for name, target in own.items():
+                value = to_numpy(theirs[name])
+                if value.shape != target.shape:
+                    raise ShapeError(f"from_torch: {type(module).__name__} '{name}' has shape "
+                                     f"{value.shape}, convscope's layer needs {target.shape}")
+                np.copyto(target, value, casting="unsafe")
+        return layer.train(module.training)
+
+    def child_layer(self, name: str, module: Any) -> Layer:
+        return self._child(name, "module", self.layer_for, module, (TypeError, ShapeError,
+                                                                    ValueError))
+
+    def _child(self, name: str, word: str, convert: Any, item: Any, errors: tuple) -> Any:
+        """convert(item); an error gets '<word> <path>: ' in front once, at the outermost child."""
+        outer = self._path
+        self._path = f"{outer}.{name}" if outer else name
+        try:
+            return convert(item)
+        except errors as e:
+            self._failed = self._failed or self._path
+            if outer:
+                raise
+            where, self._failed = self._failed, ""
+            raise type(e)(f"{word} {where}: {e}") from None
+        finally:
+            self._path = outer
 
 
 def torch_layer(layer: Layer) -> "torch.nn.Module":
     """The ``torch.nn`` module computing what ``layer`` computes, with its weights copied.
 
-    Raises TypeError naming the layer when PyTorch has no equivalent.
+    Raises UnsupportedLayer (a TypeError) naming the layer when it has no PyTorch mapping.
     """
-    torch = _torch()
-    nn = torch.nn
-    if isinstance(layer, Sequential):
-        return to_torch(layer)
-    kind = type(layer)
-    if kind is Conv2D:
-        if layer.in_channels is None:
-            raise ShapeError(f"{layer!r}: in_channels is not known yet; build the model with an "
-                             "input_shape first")
-        pads = layer.pads
-        common = dict(stride=layer.stride, dilation=layer.dilation, groups=layer.groups,
-                      bias=layer.use_bias, dtype=_torch_dtype(layer))
-        same = tuple(same_padding(k, d) for k, d in zip(layer.kernel_size, layer.dilation))
-        if pads[0][0] == pads[0][1] and pads[1][0] == pads[1][1]:
-            module = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                               padding=(pads[0][0], pads[1][0]), padding_mode=layer.padding_mode,
-                               **common)
-        elif layer.stride == (1, 1) and pads == same:
-            module = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
-                               padding="same", padding_mode=layer.padding_mode, **common)
-        else:
-            from .modules import PaddedConv2d  # noqa: PLC0415
-
-            module = PaddedConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, pads,
-                                  padding_mode=layer.padding_mode, **common)
-    elif kind is MaxPool2D:
-        module = nn.MaxPool2d(layer.kernel_size, layer.stride, (layer.pads[0][0], layer.pads[1][0]),
-                              layer.dilation, ceil_mode=layer.ceil_mode)
-    elif kind is AvgPool2D:
-        module = nn.AvgPool2d(layer.kernel_size, layer.stride, (layer.pads[0][0], layer.pads[1][0]),
-                              ceil_mode=layer.ceil_mode, count_include_pad=layer.count_include_pad)
-    elif kind is GlobalAvgPool2D:
-        module = nn.AdaptiveAvgPool2d(1)
-    elif kind is ReLU:
-        module = nn.ReLU()
-    elif kind is LeakyReLU:
-        module = nn.LeakyReLU(layer.negative_slope)
-    elif kind is Sigmoid:
-        module = nn.Sigmoid()
-    elif kind is Tanh:
-        module = nn.Tanh()
-    elif kind is Flatten:
-        module = nn.Flatten()
-    elif kind is Dropout:
-        module = nn.Dropout(layer.p)
-    elif kind is Linear:
-        if layer.in_features is None:
-            raise ShapeError(f"{layer!r}: in_features is not known yet; build the model with an "
-                             "input_shape first")
-        module = nn.Linear(layer.in_features, layer.out_features, layer.use_bias,
-                           dtype=_torch_dtype(layer))
-    elif kind in (BatchNorm2D, BatchNorm1D):
-        if layer.num_features is None:
-            raise ShapeError(f"{layer!r}: num_features is not known yet; build the model with an "
-                             "input_shape first")
-        cls = nn.BatchNorm2d if kind is BatchNorm2D else nn.BatchNorm1d
-        module = cls(layer.num_features, layer.eps, layer.momentum, layer.affine,
-                     layer.track_running_stats, dtype=_torch_dtype(layer))
-    else:
-        raise TypeError(f"to_torch: no PyTorch module for {layer!r} ({type(layer).__name__}); "
-                        f"supported: {', '.join(sorted(c.__name__ for c in _SUPPORTED))}")
-    with torch.no_grad():
-        own = dict(layer.params) | dict(layer.buffers)
-        for name, tensor in module.state_dict().items():
-            tensor.copy_(torch.from_numpy(to_numpy(own[name])))
-    return module.train(layer.training)
+    return TorchKit(_torch()).module_for(layer)
 
 
 def to_torch(model: Sequential) -> "torch.nn.Sequential":
@@ -139,125 +179,20 @@ def to_torch(model: Sequential) -> "torch.nn.Sequential":
 
     Its ``state_dict()`` has the keys and shapes of ``model.state_dict()``.
     """
-    torch = _torch()
+    kit = TorchKit(_torch())
     if not isinstance(model, Sequential):
         raise TypeError(f"to_torch: expected a convscope Sequential, got {type(model).__name__}")
-    modules = []
-    for i, layer in enumerate(model.layers):
-        try:
-            modules.append(torch_layer(layer))
-        except (TypeError, ShapeError) as e:
-            raise type(e)(f"layer {i}: {e}") from None
-    return torch.nn.Sequential(*modules).train(model.training)
-
-
-# ---------------------------------------------------------------------------------------------
-# torch -> convscope
-
-
-_SUPPORTED = (Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, ReLU, LeakyReLU, Sigmoid, Tanh,
-              Flatten, Dropout, Linear, BatchNorm2D, BatchNorm1D)
-_TORCH_NAMES = ("Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d(1)", "ReLU", "LeakyReLU",
-                "Sigmoid", "Tanh", "Flatten", "Dropout", "Linear", "BatchNorm2d", "BatchNorm1d",
-                "Sequential")
-
-
-def _unsupported(module: Any, why: str = "") -> TypeError:
-    return TypeError(f"from_torch: {module!r} ({type(module).__name__}) is not supported"
-                     f"{': ' + why if why else ''}; supported modules: {', '.join(_TORCH_NAMES)}")
-
-
-def _np_dtype(module: Any, default: Any = np.float32) -> Any:
-    """float32 or float64 from the module's floating tensors (``default`` when it has none)."""
-    torch = _torch()
-    tensors = list(module.parameters()) + list(module.buffers())
-    kinds = {t.dtype for t in tensors if t.is_floating_point()}
-    if not kinds:
-        return default
-    if kinds == {torch.float32}:
-        return np.float32
-    if kinds == {torch.float64}:
-        return np.float64
-    raise _unsupported(module, f"its tensors are {sorted(map(str, kinds))}; convscope works in "
-                               "float32 or float64, convert with module.float() first")
+    return Sequential.to_torch(model, kit).train(model.training)  # a subclass too, at the top
 
 
 def convscope_layer(module: "torch.nn.Module", dtype: Any = None) -> Layer:
     """The convscope layer computing what a ``torch.nn`` module computes, weights copied.
 
     ``dtype`` is for layers without tensors of their own (batch norm with neither affine nor
-    running statistics); by default the module's.  Raises TypeError naming the module when
-    convscope has no equivalent.
+    running statistics); by default the module's.  Raises UnsupportedLayer (a TypeError) naming
+    the module when convscope has no equivalent.
     """
-    torch = _torch()
-    nn = torch.nn
-    kind = type(module)
-    dt = _np_dtype(module, dtype or np.float32)
-    if kind is nn.Sequential:
-        return from_torch(module)
-    from .modules import PaddedConv2d  # noqa: PLC0415
-
-    if kind in (nn.Conv2d, PaddedConv2d):
-        if kind is PaddedConv2d:
-            padding: Any = module.pads
-            mode = module.pad_mode
-        else:
-            padding = module.padding
-            mode = module.padding_mode
-        layer: Layer = Conv2D(module.in_channels, module.out_channels, module.kernel_size,
-                              module.stride, padding, module.dilation, module.groups,
-                              module.bias is not None, mode, dtype=dt, seed=0)
-    elif kind is nn.MaxPool2d:
-        if module.return_indices:
-            raise _unsupported(module, "return_indices=True")
-        layer = MaxPool2D(module.kernel_size, module.stride, module.padding, module.dilation,
-                          module.ceil_mode)
-    elif kind is nn.AvgPool2d:
-        if module.divisor_override is not None:
-            raise _unsupported(module, f"divisor_override={module.divisor_override}")
-        layer = AvgPool2D(module.kernel_size, module.stride, module.padding, module.ceil_mode,
-                          module.count_include_pad)
-    elif kind is nn.AdaptiveAvgPool2d:
-        if module.output_size not in (1, (1, 1), [1, 1]):
-            raise _unsupported(module, f"output_size {module.output_size}; only 1 "
-                                       "(global average pooling) is")
-        layer = GlobalAvgPool2D()
-    elif kind is nn.ReLU:
-        layer = ReLU()
-    elif kind is nn.LeakyReLU:
-        layer = LeakyReLU(module.negative_slope)
-    elif kind is nn.Sigmoid:
-        layer = Sigmoid()
-    elif kind is nn.Tanh:
-        layer = Tanh()
-    elif kind is nn.Flatten:
-        if module.start_dim != 1 or module.end_dim != -1:
-            raise _unsupported(module, f"start_dim={module.start_dim}, end_dim={module.end_dim}; "
-                                       "only Flatten(1, -1) is")
-        layer = Flatten()
-    elif kind is nn.Dropout:
-        layer = Dropout(module.p)
-    elif kind is nn.Linear:
-        layer = Linear(module.in_features, module.out_features, module.bias is not None,
-                       dtype=dt, seed=0)
-    elif kind in (nn.BatchNorm2d, nn.BatchNorm1d):
-        cls = BatchNorm2D if kind is nn.BatchNorm2d else BatchNorm1D
-        layer = cls(module.num_features, module.eps, module.momentum, module.affine,
-                    module.track_running_stats, dtype=dt)
-    else:
-        raise _unsupported(module)
-    own = dict(layer.params) | dict(layer.buffers)
-    theirs = module.state_dict()
-    if set(own) != set(theirs):
-        raise _unsupported(module, f"its state dict has {sorted(theirs)}, convscope's layer "
-                                   f"{sorted(own)}")
-    for name, target in own.items():
-        value = to_numpy(theirs[name])
-        if value.shape != target.shape:
-            raise ShapeError(f"from_torch: {type(module).__name__} '{name}' has shape "
-                             f"{value.shape}, convscope's layer needs {target.shape}")
-        np.copyto(target, value, casting="unsafe")
-    return layer.train(module.training)
+    return TorchKit(_torch(), dtype or np.float32).layer_for(module)
 
 
 def from_torch(module: "torch.nn.Sequential", input_shape: Sequence[int] | None = None,
@@ -266,23 +201,17 @@ def from_torch(module: "torch.nn.Sequential", input_shape: Sequence[int] | None 
 
     ``input_shape`` (C, H, W) builds it and checks every shape (needed for ``summary()``).
     Layers take their module's dtype (float32 or float64); ``dtype`` is for a module with no
-    tensors at all (default float32).  An unsupported module raises TypeError naming it and its
-    index.
+    tensors at all (default float32).  An unsupported module raises UnsupportedLayer (a
+    TypeError) naming it and its index.
     """
     torch = _torch()
     if not isinstance(module, torch.nn.Sequential):
         raise TypeError(f"from_torch: expected a torch.nn.Sequential, got {type(module).__name__}; "
                         "wrap a single module as nn.Sequential(module)")
-    layers = []
     torch_kinds = {t.dtype for t in list(module.parameters()) + list(module.buffers())
                    if t.is_floating_point()}
     dtype = np.float64 if torch_kinds == {torch.float64} else float_dtype(dtype or np.float32)
-    for name, child in module.named_children():
-        try:
-            layers.append(convscope_layer(child, dtype))
-        except (TypeError, ShapeError, ValueError) as e:
-            raise type(e)(f"module {name}: {e}") from None
-    model = Sequential(*layers)
+    model = Sequential.from_torch(module, TorchKit(torch, dtype))
     model.train(module.training)
     if input_shape is not None:
         model.build(tuple(int(s) for s in input_shape))
@@ -299,9 +228,7 @@ def save_torch_weights(model: Sequential, path: str | os.PathLike,
 
     In PyTorch: ``tmodel.load_state_dict(safetensors.torch.load_file(path))``.
     """
-    from safetensors.numpy import save  # noqa: PLC0415
-
-    from ..model_file import atomic_write  # noqa: PLC0415
+    from safetensors.numpy import save  # noqa: PLC0415 - optional
 
     path = Path(path)
     if path.suffix in (".pt", ".pth", ".bin", ".pkl"):

@@ -1,0 +1,389 @@
+"""The convolution as chunked im2col + one GEMM per chunk: the engine's fast path.
+
+Every output number is a dot product of F·F·D inputs with one filter (the lecture's w·x + b).  Lay
+the F·F·D inputs under each output position out as one row of a matrix ``cols`` (M = N·OH·OW rows,
+F·F·D columns) and all positions and all filters are one matrix multiply::
+
+    Y (M, K)       = cols (M, F·F·D) @ Wᵀ (F·F·D, K)      forward
+    dW (K, F·F·D)  = dYᵀ (K, M) @ cols                     backward, weights
+    dcols (M, F·F·D) = dY (M, K) @ W,  dx = col2im(dcols) backward, input
+
+How it is laid out, each choice measured on a 2-core AVX-512 machine with OpenBLAS (bench/):
+
+* Rows of ``cols`` are output positions, columns (kH, kW, C): the tall, skinny GEMM runs near
+  the BLAS ceiling, and Y comes out channels-last (N, OH, OW, K).  The layer returns it as an
+  (N, K, OH, OW) view of that memory (as PyTorch's channels_last tensors do), so no transpose is
+  ever copied and the next layer reads its input channels-last for free.
+* ``cols`` is one strided view of the (padded) input copied once into a reused buffer
+  (:mod:`convscope.workspace`); the batch goes through in chunks whose columns fit its budget.
+* A column of ones after the F·F·D columns carries the bias: Y comes out of the GEMM with the
+  bias added, and the same column gives db in the weight-gradient GEMM.
+* Inputs with few channels stored channels-first (an image batch, C = 1 or 3) use channels-first
+  columns ``colsᵀ`` (C·kH·kW, M): their copies run along image rows instead of 3-float channels.
+* ``cols`` is not kept for the backward pass (it is often the largest array of a step); backward
+  rebuilds it from the input, chunk by chunk.  The layer keeps a reference to its input, as
+  PyTorch does, so an input changed in place before backward changes the weight gradient.
+* The input gradient is dcols = dY W and col2im: F·F strided slice-adds (never
+  ``np.add.at``) straight into dx, clipped to the image (measured faster than computing dx as a
+  convolution of dY with the flipped filters).
+* Few BLAS calls: one GEMM per chunk and pass.  Each call is a point where BLAS's threads wait
+  for each other, which costs little on an idle machine and a scheduler time slice on a busy one.
+
+The array module comes from the input (NumPy or CuPy).  The same sums written to be read, and
+the reference this path is tested against: :mod:`convscope.ops.conv_reference`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import workspace
+from ..runtime import xp_of
+from ..shapes import Pads, Pair
+from .conv_rows import backward_rows, forward_rows
+from .conv_rows import strided as _strided, zero_border as _zero_border
+from .layout import channels_innermost
+from .padding import PADDING_MODES, pad2d, unpad2d  # PADDING_MODES: the modes `mode` takes
+
+Array = Any
+SMALL_C = 6  # channels-first columns for channels-first inputs with at most this many channels
+WIDE_K = 16  # channels-last output from this many filters on (fewer: channels-first output)
+ROWS = True  # row-flat columns at stride 1 (ops/conv_rows.py); False: im2col everywhere
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes and layout of one convolution call."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    k: int
+    kh: int
+    kw: int
+    stride: Pair
+    dilation: Pair
+    pads: Pads
+    out_hw: Pair
+    groups: int
+    mode: str
+    channels_first: bool  # colsᵀ (C·kH·kW, M) instead of cols (M, kH·kW·C)
+    bias_col: bool  # a column of ones carries the bias (groups == 1 with a bias)
+    out_channels_last: bool  # y in (N, OH, OW, K) memory, else (N, K, OH, OW)
+    rows: bool  # row-flat columns over the width-padded grid (ops/conv_rows.py)
+
+    @property
+    def padded_hw(self) -> Pair:
+        (t, b), (l, r) = self.pads
+        return self.h + t + b, self.w + l + r
+
+    @property
+    def depth(self) -> int:
+        """F·F·D of one group: the length of each dot product."""
+        return self.c // self.groups * self.kh * self.kw
+
+    @property
+    def width(self) -> int:
+        """Columns of ``cols``: every group's F·F·D, plus the column of ones."""
+        return self.c * self.kh * self.kw + self.bias_col
+
+    def chunk(self, itemsize: int) -> int:
+        """Images per chunk so that a chunk's columns fit the workspace budget."""
+        oh, ow = self.out_hw
+        ow = self.padded_hw[1] if self.rows else ow
+        return workspace.chunk_size(self.n, oh * ow * self.width * itemsize)
+
+
+def make_plan(x: Array, w: Array, bias: bool, stride: Pair, pads: Pads, dilation: Pair,
+              groups: int, out_hw: Pair, mode: str) -> Plan:
+    """The layout for x (N, C, H, W) and w (K, C/G, kH, kW)."""
+    c = x.shape[1]
+    channels_first = c == 1 or (c <= SMALL_C and not channels_innermost(x))
+    return _plan(tuple(x.shape), tuple(w.shape), bool(bias), tuple(stride), pads,
+                 tuple(dilation), groups, tuple(out_hw), mode, channels_first,
+                 ROWS and channels_first and tuple(stride) == (1, 1))
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(x_shape: tuple, w_shape: tuple, bias: bool, stride: Pair, pads: Pads, dilation: Pair,
+          groups: int, out_hw: Pair, mode: str, channels_first: bool, rows: bool) -> Plan:
+    n, c, h, wd = x_shape
+    k, _, kh, kw = w_shape
+    return Plan(n, c, h, wd, k, kh, kw, stride, dilation, pads, out_hw, groups, mode,
+                channels_first, bias and groups == 1, k >= WIDE_K, rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# columns
+
+
+def _padded_source(x: Array, p: Plan) -> Array | None:
+    """The whole padded input for the non-zero padding modes, else None (zero padding is written
+    chunk by chunk into a reused buffer)."""
+    if p.mode == "zeros" or p.pads == ((0, 0), (0, 0)):
+        return None
+    return pad2d(x, p.pads, p.mode)
+
+
+def _chunk_source(x: Array, full: Array | None, n0: int, n1: int, p: Plan) -> Array:
+    """Images n0:n1 of the padded input, (n, C, Hp, Wp) channels-first or (n, Hp, Wp, C)."""
+    if full is not None:
+        src = full[n0:n1]
+        return src if p.channels_first else src.transpose(0, 2, 3, 1)
+    xc = x[n0:n1]
+    if p.pads == ((0, 0), (0, 0)):
+        return xc if p.channels_first else xc.transpose(0, 2, 3, 1)
+    xp = xp_of(x)
+    (t, b), (l, r) = p.pads
+    hp, wp = p.padded_hw
+    if p.channels_first:
+        buf = workspace.buffer("xpad", (n1 - n0, p.c, hp, wp), x.dtype, xp)
+        _zero_border(buf, 2, t, b, l, r)
+        buf[:, :, t:t + p.h, l:l + p.w] = xc
+    else:
+        buf = workspace.buffer("xpad", (n1 - n0, hp, wp, p.c), x.dtype, xp)
+        _zero_border(buf, 1, t, b, l, r)
+        buf[:, t:t + p.h, l:l + p.w, :] = xc.transpose(0, 2, 3, 1)
+    return buf
+
+
+def _columns(src: Array, p: Plan) -> Array:
+    """Copy the windows of ``src`` into the reused columns buffer and return the buffer.
+
+    channels-last: (n·OH·OW, width), each row (G, kH, kW, C/G) then the 1 of the bias column;
+    channels-first: (width, n·OH·OW), rows (G, C/G, kH, kW) then a row of ones.
+    """
+    xp = xp_of(src)
+    oh, ow = p.out_hw
+    (sh, sw), (dh, dw) = p.stride, p.dilation
+    nc, m = src.shape[0], src.shape[0] * oh * ow
+    if p.channels_first:
+        s_n, s_c, s_h, s_w = src.strides
+        view = _strided(src, (p.c, p.kh, p.kw, nc, oh, ow),
+                        (s_c, dh * s_h, dw * s_w, s_n, sh * s_h, sw * s_w))
+        buf = workspace.buffer("cols", (p.width, m), src.dtype, xp)
+        buf[:p.width - p.bias_col].reshape(view.shape)[...] = view
+        if p.bias_col:
+            buf[-1] = 1
+        return buf
+    g, cg = p.groups, p.c // p.groups
+    s_n, s_h, s_w, s_c = src.strides
+    view = _strided(src, (nc, oh, ow, g, p.kh, p.kw, cg),
+                    (s_n, sh * s_h, sw * s_w, cg * s_c, dh * s_h, dw * s_w, s_c))
+    buf = workspace.buffer("cols", (m, p.width), src.dtype, xp)
+    e = buf.itemsize
+    d = p.width
+    target = _strided(buf, view.shape, (oh * ow * d * e, ow * d * e, d * e, p.depth * e,
+                                        p.kw * cg * e, cg * e, e))
+    target[...] = view
+    if p.bias_col:
+        buf[:, -1] = 1
+    return buf
+
+
+def _group(buf: Array, p: Plan, gi: int, with_bias: bool) -> Array:
+    """Group gi's (M, depth) matrix of a columns buffer, with the ones column if asked."""
+    lo, hi = gi * p.depth, (gi + 1) * p.depth + (with_bias and p.bias_col)
+    return buf[lo:hi].T if p.channels_first else buf[:, lo:hi]
+
+
+def _weight_matrix(w: Array, b: Array | None, p: Plan) -> Array:
+    """Filters as (G, K/G, depth [+ 1]), depth ordered as the columns, the bias last."""
+    xp = xp_of(w)
+    g = p.groups
+    wm = w if p.channels_first else w.transpose(0, 2, 3, 1)
+    wm = xp.ascontiguousarray(wm).reshape(g, p.k // g, p.depth)
+    if p.bias_col:
+        wm = xp.concatenate([wm, b.reshape(1, p.k, 1).astype(w.dtype, copy=False)], axis=2)
+    return wm
+
+
+# ---------------------------------------------------------------------------------------------
+# forward
+
+
+def conv2d_forward(x: Array, w: Array, b: Array | None, stride: Pair, pads: Pads, dilation: Pair,
+                 groups: int, out_hw: Pair, mode: str = "zeros") -> tuple[Array, tuple]:
+    """y[n, k] = sum over (c, i, j) of w[k, c, i, j] · xpad[n, c, s·oh + d·i, s·ow + d·j] + b[k].
+
+    x (N, C, H, W) in any memory layout, w (K, C/G, kH, kW), b (K,) or None -> y (N, K, OH, OW),
+    in channels-last memory from 16 filters on, else channels-first (the pooling after a conv
+    with few filters runs faster on it; the GEMM's (K, n·OH·OW) result is copied into place).
+    One GEMM per chunk either way.  The cache holds x itself, not the columns.
+    """
+    xp = xp_of(x)
+    p = make_plan(x, w, b is not None, stride, pads, dilation, groups, out_hw, mode)
+    oh, ow = p.out_hw
+    npos = oh * ow
+    g, kg = p.groups, p.k // p.groups
+    full = _padded_source(x, p)
+    wm = _weight_matrix(w, b, p)
+    if p.out_channels_last:
+        y = workspace.empty((p.n, oh, ow, p.k), x.dtype, xp)
+        y2 = y.reshape(p.n * npos, p.k)
+    else:
+        y = workspace.empty((p.n, p.k, oh, ow), x.dtype, xp)
+        y3 = y.reshape(p.n, p.k, npos)
+    nc = p.chunk(x.dtype.itemsize)
+    for n0 in range(0, p.n, nc if not p.rows else p.n):
+        if p.rows:  # stride 1, channels-first columns: the row-flat path
+            forward_rows(x, full, wm, p, y)
+            break
+        n1 = min(p.n, n0 + nc)
+        buf = _columns(_chunk_source(x, full, n0, n1, p), p)
+        if not p.out_channels_last:  # (K, m) from one GEMM, then one copy into (n, K, OH·OW)
+            yt = workspace.buffer("yt", (p.k, (n1 - n0) * npos), x.dtype, xp)
+        for gi in range(g):
+            a = _group(buf, p, gi, True)  # (m, depth [+ 1])
+            if p.out_channels_last:
+                xp.matmul(a, wm[gi].T, out=y2[n0 * npos:n1 * npos, gi * kg:(gi + 1) * kg])
+            else:
+                xp.matmul(wm[gi], a.T, out=yt[gi * kg:(gi + 1) * kg])
+        if not p.out_channels_last:
+            y3[n0:n1] = yt.reshape(p.k, n1 - n0, npos).transpose(1, 0, 2)
+    if b is not None and not p.bias_col:
+        y += b.reshape(1, p.k, 1, 1) if not p.out_channels_last else b
+    return (y.transpose(0, 3, 1, 2) if p.out_channels_last else y), (x, full, wm, p)
+
+
+# ---------------------------------------------------------------------------------------------
+# backward
+
+
+def _tap_ranges(out: int, taps: int, stride: int, dilation: int, offset: int, size: int
+                ) -> list[tuple[slice, slice] | None]:
+    """For each tap i along one axis: (output slice, target slice) of the outputs whose input
+    o·stride + i·dilation - offset lands inside [0, size); None when none does (padding only)."""
+    ranges = []
+    for i in range(taps):
+        a = i * dilation - offset  # output o reads input o·stride + a
+        lo = max(0, -(a // stride))  # ceil(-a / stride)
+        hi = min(out, (size - 1 - a) // stride + 1)
+        if hi <= lo:
+            ranges.append(None)
+            continue
+        start = lo * stride + a
+        ranges.append((slice(lo, hi), slice(start, start + (hi - lo - 1) * stride + 1, stride)))
+    return ranges
+
+
+def _input_grad_chunk(dyt: Array, wm: Array, p: Plan, target: Array, offset: Pair) -> None:
+    """Add one chunk's input gradient into ``target`` (nc, C, T_h, T_w), zeroed by the caller,
+    whose pixel (0, 0) is (offset) in the padded input; dY of the chunk is a (K, nc·OH·OW)
+    matrix.  Gradients that land in the padding are dropped (zero padding), so the target is
+    dx itself, or the padded dx for the other padding modes.
+
+    dcols = dY W in one GEMM per group, then col2im: kH·kW strided slice-adds (never
+    np.add.at), into the columns buffer.  (Computing dcols tap by tap, kH·kW GEMMs, made the
+    adds faster on an idle machine but each GEMM a point where the two BLAS threads wait for
+    each other: on a machine shared with other work that cost 10x.)
+    """
+    xp = xp_of(dyt)
+    dtype = dyt.dtype
+    nc = target.shape[0]
+    oh, ow = p.out_hw
+    g, kg, cg = p.groups, p.k // p.groups, p.c // p.groups
+    m = nc * oh * ow
+    rows = _tap_ranges(oh, p.kh, p.stride[0], p.dilation[0], offset[0], target.shape[2])
+    cols = _tap_ranges(ow, p.kw, p.stride[1], p.dilation[1], offset[1], target.shape[3])
+    if p.channels_first:
+        dcols = workspace.buffer("cols", (g, p.depth, m), dtype, xp)
+        for gi in range(g):
+            xp.matmul(wm[gi, :, :p.depth].T, dyt[gi * kg:(gi + 1) * kg], out=dcols[gi])
+        d6 = dcols.reshape(p.c, p.kh, p.kw, nc, oh, ow)
+        dst = target.transpose(1, 0, 2, 3)  # (C, nc, T_h, T_w)
+        for i, r in enumerate(rows):
+            for j, c in enumerate(cols):
+                if r is not None and c is not None:
+                    dst[:, :, r[1], c[1]] += d6[:, i, j, :, r[0], c[0]]
+        return
+    dcols = workspace.buffer("cols", (m, p.depth), dtype, xp)
+    d6 = dcols.reshape(nc, oh, ow, p.kh, p.kw, cg)
+    dst = target.transpose(0, 2, 3, 1)  # (nc, T_h, T_w, C)
+    for gi in range(g):
+        xp.matmul(dyt[gi * kg:(gi + 1) * kg].T, wm[gi, :, :p.depth], out=dcols)
+        chans = slice(gi * cg, (gi + 1) * cg)
+        for i, r in enumerate(rows):
+            for j, c in enumerate(cols):
+                if r is not None and c is not None:
+                    dst[:, r[1], c[1], chans] += d6[:, r[0], c[0], i, j]
+
+
+def _dy_matrix(dy: Array) -> Array:
+    """dY as a (K, N·OH·OW) matrix: a view when dy is channels-last or (K, N, OH, OW) in memory,
+    else a copy into (K, N, OH, OW) (runs of OH·OW numbers: a cheap transpose)."""
+    n, k, oh, ow = dy.shape
+    knhw = dy.transpose(1, 0, 2, 3)
+    if knhw.flags.c_contiguous:
+        return knhw.reshape(k, n * oh * ow)
+    nhwk = dy.transpose(0, 2, 3, 1)
+    if nhwk.flags.c_contiguous:
+        return nhwk.reshape(n * oh * ow, k).T
+    out = workspace.empty((k, n, oh, ow), dy.dtype, xp_of(dy))
+    out[...] = knhw
+    return out.reshape(k, n * oh * ow)
+
+
+def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
+                  need_dx: bool = True) -> tuple[Array | None, Array, Array | None]:
+    """Gradients (dx, dw, db) of :func:`conv2d_forward` for dy (N, K, OH, OW) in any layout.
+
+    dx (N, C, H, W) is channels-last in memory on the channels-last path; None unless
+    ``need_dx``.  Chunk by chunk: rebuild cols, dW += dYᵀ cols (the bias gradient comes out of
+    the ones column), then dcols and col2im into dx.
+    """
+    x, full, wm, p = cache
+    xp = xp_of(dy)
+    npos = p.out_hw[0] * p.out_hw[1]
+    g, kg = p.groups, p.k // p.groups
+    dyt = None if p.rows else _dy_matrix(dy)  # (K, M)
+    dwm = xp.empty_like(wm)
+    nc = p.chunk(dy.dtype.itemsize)
+    part = xp.empty_like(wm[0]) if nc < p.n else None
+    dx = dxfull = None
+    if need_dx:
+        dx = workspace.empty((p.n, p.c, p.h, p.w), dy.dtype, xp, not p.channels_first)
+        if full is not None:  # the padding's gradient folds back onto the image at the end
+            dxfull = workspace.empty(full.shape, dy.dtype, xp, not p.channels_first)
+        target, offset = (dx, (p.pads[0][0], p.pads[1][0])) if full is None else (dxfull, (0, 0))
+    for n0 in range(0, p.n, nc if not p.rows else p.n):
+        if p.rows:
+            backward_rows(dy, x, full, wm, p, dwm, target if need_dx else None)
+            break
+        n1 = min(p.n, n0 + nc)
+        buf = _columns(_chunk_source(x, full, n0, n1, p), p)
+        cols_t = dyt[:, n0 * npos:n1 * npos]
+        for gi in range(g):
+            a = _group(buf, p, gi, True)
+            dyg = cols_t[gi * kg:(gi + 1) * kg]
+            if n0 == 0:
+                xp.matmul(dyg, a, out=dwm[gi])
+            else:
+                xp.matmul(dyg, a, out=part)
+                dwm[gi] += part
+        if dx is None:
+            continue
+        target[n0:n1] = 0
+        _input_grad_chunk(cols_t, wm, p, target[n0:n1], offset)  # reuses the columns buffer
+    if dxfull is not None:
+        dx[...] = unpad2d(dxfull, p.pads, (p.h, p.w), p.mode)
+
+    db = None
+    if p.bias_col:
+        db = dwm[0, :, -1].copy() if need_bias else None
+        dwm = dwm[:, :, :-1]
+    elif need_bias:
+        db = dy.sum(axis=(0, 2, 3))
+    if p.channels_first:
+        dw = dwm.reshape(w.shape)
+    else:
+        dw = dwm.reshape(p.k, p.kh, p.kw, p.c // g).transpose(0, 3, 1, 2)
+    return dx, dw, db
+
+
+conv_forward, conv_backward = conv2d_forward, conv2d_backward  # their names in conv_gemm
