@@ -6,9 +6,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --quiet --disable-pip-version-check
 
+# The main job installs the viz extra (matplotlib) so that its run folder gets report.html and
+# curves.png; predict and the explorer never import matplotlib, so their start-up does not change.
 $(VENV)/.run: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -e .
+	$(PIP) install -e '.[viz]'
 	touch $@
 
 $(VENV)/.test: pyproject.toml

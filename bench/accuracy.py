@@ -1,80 +1,135 @@
-"""Accuracy benchmark (not a CI test): the ``fashion`` preset on the full Fashion-MNIST.
+"""Time to accuracy: one recipe, trained by PyTorch and by convscope, on the bundled datasets.
 
-Runs the real main job, ``convscope train``, on the 60,000 training images (6,000 held out to
-validate each epoch, the best epoch kept) and reports the test accuracy on the 10,000 test
-images and the wall time.  The target is 92.5%: small two-conv nets with batch norm reach
-0.916-0.934 on this set.
+    python -m bench.accuracy                       # digits and fashion-small, 3 epochs each
+    python -m bench.accuracy --data digits --epochs 5 --threads 1
 
-    python -m bench.accuracy                      # the recipe below; about 20 minutes on 2 cores
-    python -m bench.accuracy --epochs 5 --threads 1 --out runs/bench-quick
-    python -m bench.accuracy --resume runs/bench-fashion   # after a kill or Ctrl-C
-
-The data comes through convscope's data layer (``fashion-mnist``: ``--data-dir``,
-``$CONVSCOPE_DATA``, the user cache or ``/usr/share/datasets/fashion-mnist``, else the official
-download).  Prints one JSON line with the result; exits 1 when the target is missed.
+The same recipe for both libraries: ``lenet5`` on 28x28x1 built by convscope and copied into
+torch.nn (the same initial weights), the same data order (one permutation per epoch from
+``--seed``), plain SGD with momentum 0.9 (lr 0.05), cross-entropy, batch 64, pixels / 255, the
+same number of epochs; then the test accuracy in evaluation mode.  Both run on ``--threads``
+threads (threadpoolctl for NumPy's BLAS, ``torch.set_num_threads``), one library after the
+other in this process.  Prints one line per dataset and library and a JSON line with every
+figure; the target of issue 14 is convscope's wall time <= 1.2x PyTorch's at equal accuracy
+(within 1 point).  (The full Fashion-MNIST run of the ``fashion`` preset: bench/fashion_full.py.)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
-from pathlib import Path
+from typing import Any
 
-from convscope.cli import main as convscope
+import numpy as np
 
-TARGET = 0.925
-RECIPE = {"--arch": "fashion", "--data": "fashion-mnist", "--epochs": "20",
-          "--batch-size": "128", "--optimizer": "adam", "--lr": "0.002",
-          "--schedule": "cosine", "--label-smoothing": "0.1", "--augment": "flip",
-          "--val-fraction": "0.1", "--seed": "0"}
+import convscope as cs
+from convscope.data import load_dataset
+
+TIME_MAX = 1.2
+ACCURACY_SLACK = 0.01
+LR, MOMENTUM, BATCH = 0.05, 0.9, 64
+
+
+def _data(name: str) -> tuple[np.ndarray, ...]:
+    ds = load_dataset(name)
+    scale = np.float32(1 / 255)
+    return (ds.x_train.astype(np.float32) * scale, ds.y_train.astype(np.int64),
+            ds.x_test.astype(np.float32) * scale, ds.y_test.astype(np.int64))
+
+
+def _orders(n: int, epochs: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.permutation(n) for _ in range(epochs)]
+
+
+def train_convscope(net: Any, data: tuple, orders: list) -> tuple[float, float]:
+    """(wall seconds of the training epochs, test accuracy)."""
+    x, y, xt, yt = data
+    loss_fn, opt = cs.CrossEntropyLoss(), cs.SGD(net, lr=LR, momentum=MOMENTUM)
+    net.train()
+    start = time.perf_counter()
+    for order in orders:
+        for i in range(0, len(order), BATCH):
+            idx = order[i:i + BATCH]
+            opt.zero_grad()
+            loss_fn.forward(net.forward(x[idx]), y[idx])
+            net.backward(loss_fn.backward(), input_grad=False)
+            opt.step()
+    wall = time.perf_counter() - start
+    net.eval()
+    with cs.no_grad():
+        pred = np.concatenate([net.forward(xt[i:i + 256]).argmax(1) for i in range(0, len(xt), 256)])
+    return wall, float((pred == yt).mean())
+
+
+def train_torch(torch: Any, net: Any, data: tuple, orders: list) -> tuple[float, float]:
+    x, y, xt, yt = (torch.from_numpy(a) for a in data)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(net.parameters(), lr=LR, momentum=MOMENTUM)
+    net.train()
+    start = time.perf_counter()
+    for order in orders:
+        order = torch.from_numpy(order)
+        for i in range(0, len(order), BATCH):
+            idx = order[i:i + BATCH]
+            opt.zero_grad()
+            loss_fn(net(x[idx]), y[idx]).backward()
+            opt.step()
+    wall = time.perf_counter() - start
+    net.eval()
+    with torch.inference_mode():
+        pred = torch.cat([net(xt[i:i + 256]).argmax(1) for i in range(0, len(xt), 256)])
+    return wall, float((pred == yt).float().mean())
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.accuracy", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", default=RECIPE["--epochs"], help="(default: %(default)s)")
-    p.add_argument("--seed", default=RECIPE["--seed"], help="(default: %(default)s)")
-    p.add_argument("--data-dir", help="where the Fashion-MNIST files are")
-    p.add_argument("--threads", type=int, help="BLAS threads (default: all)")
-    p.add_argument("--out", default="runs/bench-fashion", help="run folder (default: %(default)s)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--target", type=float, default=TARGET, help="(default: %(default)s)")
+    p = argparse.ArgumentParser(prog="python -m bench.accuracy",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--data", action="append", choices=["digits", "fashion-small"],
+                   help="dataset (repeatable; default: both)")
+    p.add_argument("--epochs", type=int, default=3, help="(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="threads for both libraries (default: all cores)")
     args = p.parse_args(argv)
-    out = Path(args.out)
-    if args.resume:
-        cmd = ["train", "--resume", str(out)]
-    else:
-        recipe = {**RECIPE, "--epochs": str(args.epochs), "--seed": str(args.seed),
-                  "--out": str(out)}
-        if args.data_dir:
-            recipe["--data-dir"] = args.data_dir
-        cmd = ["train", *[x for kv in recipe.items() for x in kv]]
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
-    print("convscope " + " ".join(cmd), file=sys.stderr, flush=True)
-    start = time.perf_counter()
-    rc = convscope(cmd)
-    wall = time.perf_counter() - start
-    if rc != 0:
-        return rc
-    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    report = {"arch": "fashion", "data": "fashion-mnist", "test_accuracy": results["test_accuracy"],
-              "target": args.target, "met": results["test_accuracy"] >= args.target,
-              "epochs": results["epochs"], "best_epoch": results["best_epoch"],
-              "best_val_accuracy": results["best_val_accuracy"],
-              "wall_seconds": round(wall, 1), "run_seconds": results["seconds"],
-              "train_seconds": round(sum(e["seconds"] for e in epochs), 1),
-              "images_per_second": round(sum(e["images_per_second"] for e in epochs)
-                                         / max(len(epochs), 1), 1),
-              "run_folder": str(out)}
+    if args.epochs < 1 or args.threads < 1:
+        p.error(f"--epochs and --threads must be >= 1, got {args.epochs} and {args.threads}")
+    try:
+        import torch
+        from threadpoolctl import threadpool_limits
+    except ImportError as exc:
+        print(f"bench.accuracy needs torch and threadpoolctl ({exc})", file=sys.stderr)
+        return 2
+    from convscope.interop import to_torch
+
+    torch.set_num_threads(args.threads)
+    report: dict[str, Any] = {"threads": args.threads, "epochs": args.epochs, "seed": args.seed,
+                              "recipe": f"lenet5, SGD lr {LR} momentum {MOMENTUM}, batch {BATCH}",
+                              "datasets": {}}
+    ok = True
+    with threadpool_limits(limits=args.threads, user_api="blas"):
+        for name in args.data or ["digits", "fashion-small"]:
+            data = _data(name)
+            orders = _orders(len(data[1]), args.epochs, args.seed)
+            net = cs.models.build_model("lenet5", (1, 28, 28), 10, seed=args.seed)
+            tnet = to_torch(net)  # the same initial weights, before convscope trains its copy
+            t_wall, t_acc = train_torch(torch, tnet, data, orders)
+            c_wall, c_acc = train_convscope(net, data, orders)
+            ratio = c_wall / t_wall
+            met = ratio <= TIME_MAX and c_acc >= t_acc - ACCURACY_SLACK
+            ok &= met
+            report["datasets"][name] = {"convscope": {"seconds": round(c_wall, 2),
+                                                      "test_accuracy": c_acc},
+                                        "torch": {"seconds": round(t_wall, 2),
+                                                  "test_accuracy": round(t_acc, 4)},
+                                        "time_ratio": round(ratio, 3), "met": met}
+            print(f"{name}: convscope {c_wall:.1f} s, test accuracy {100 * c_acc:.1f}%; PyTorch "
+                  f"{t_wall:.1f} s, {100 * t_acc:.1f}%; time ratio {ratio:.2f} (target <= "
+                  f"{TIME_MAX} at equal accuracy: {'met' if met else 'NOT met'})", flush=True)
     print(json.dumps(report))
-    print(f"fashion on Fashion-MNIST: test accuracy {100 * report['test_accuracy']:.2f}% (target "
-          f"{100 * args.target:.1f}%: {'met' if report['met'] else 'missed'}) in "
-          f"{wall / 60:.1f} min", file=sys.stderr)
-    return 0 if report["met"] else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -235,7 +235,8 @@ def _engine_net(name: str, shape: tuple[int, int, int]) -> cs.Sequential:
 
 
 def build_net(name: str, shape: tuple[int, int, int]) -> cs.Sequential:
-    """``lenet5`` or ``cifar`` from the presets of convscope.models (or the same net here)."""
+    """``lenet5``, ``cifar`` or ``resnet20`` from the presets of convscope.models (the first two
+    also built here when that module is not there)."""
     try:
         from convscope.models import build_model
     except ImportError:
@@ -250,7 +251,8 @@ def torch_twin(torch: Any, net: cs.Sequential) -> Any:
     return to_torch(net)
 
 
-NETS = {"lenet5": (1, 28, 28), "cifar": (3, 32, 32)}
+NETS = {"lenet5": (1, 28, 28), "cifar": (3, 32, 32),
+        "resnet20": (3, 32, 32)}  # He et al.'s CIFAR ResNet-20 (issue 10): Residual blocks, BN
 
 
 def step_functions(torch: Any, name: str, batch: int = 64, seed: int = 0

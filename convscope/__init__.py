@@ -23,8 +23,9 @@ from .errors import ArchitectureError, ShapeError, UnsupportedLayer
 from .formats.onnx.export import export_onnx, import_onnx
 from .formats.torch import convert as interop
 from .init import manual_seed
-from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dropout, Flatten,
-                     GlobalAvgPool2D, Layer, LeakyReLU, Linear, MaxPool2D, ReLU, Sigmoid, Tanh)
+from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Concat, Conv2D, Dropout, Flatten,
+                     GlobalAvgPool2D, Layer, LeakyReLU, Linear, MaxPool2D, ReLU, ReLU6, Residual,
+                     Sigmoid, Tanh)
 from .layers.container import Sequential, Summary
 from .layers.registry import REGISTRY, register_layer
 from .losses import CrossEntropyLoss, MSELoss
@@ -32,19 +33,28 @@ from .optim import SGD, Adam, AdamW
 from .runtime import no_grad
 
 __all__ = ["Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "ReLU", "LeakyReLU", "Sigmoid",
-           "Tanh", "Flatten", "Linear", "Dropout", "BatchNorm2D", "BatchNorm1D", "Sequential",
-           "Summary", "Layer", "register_layer", "REGISTRY", "CrossEntropyLoss", "MSELoss", "SGD",
-           "Adam", "AdamW", "ShapeError", "ArchitectureError", "UnsupportedLayer", "no_grad",
-           "manual_seed", "export_onnx", "import_onnx", "shapes", "functional", "init", "interop",
-           "naive", "__version__"]
+           "Tanh", "ReLU6", "Flatten", "Linear", "Dropout", "BatchNorm2D", "BatchNorm1D",
+           "Sequential", "Residual", "Concat", "Summary", "Layer", "register_layer", "REGISTRY",
+           "CrossEntropyLoss", "MSELoss", "SGD", "Adam", "AdamW", "ShapeError", "ArchitectureError",
+           "UnsupportedLayer", "no_grad", "manual_seed", "export_onnx", "import_onnx", "shapes",
+           "functional", "init", "interop", "naive", "save_model", "load_model", "build_model",
+           "architecture_of", "__version__"]
 
 #: Submodules imported on first attribute access (PEP 562), old paths included.
-_LAZY = ("data", "train", "cli", "ops", "inspect", "formats", "explain", "viz", "report", "io",
-         "models", "model", "onnx_io", "backend", "runtime", "workspace", "losses", "optim",
-         "errors", "layers", "conv_gemm", "torch_modules", "cli_inspect", "cli_export")
+_LAZY = ("data", "train", "cli", "ops", "distributed", "inspect", "formats", "explain", "viz",
+         "report", "io", "models", "model", "onnx_io", "backend", "runtime", "workspace", "losses",
+         "optim", "errors", "layers", "conv_gemm", "torch_modules", "cli_inspect", "cli_export")
+
+
+#: Functions imported on first use: model files need Pillow and safetensors, which
+#: ``import convscope`` does not load.
+_LAZY_NAMES = {"save_model": "formats.model_file", "load_model": "formats.model_file",
+               "build_model": "formats.architecture", "architecture_of": "formats.architecture"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return importlib.import_module(f"{__name__}.{name}")
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
     raise AttributeError(f"module 'convscope' has no attribute {name!r}")

@@ -42,3 +42,9 @@ class TrainingDiverged(RuntimeError):
 
 class CommandError(ValueError):
     """A user error found by a subcommand: printed as one line by ``convscope``, exit status 1."""
+
+
+class RunFolderError(ValueError):
+    """A run folder that cannot be used now: in use by another run (the run lock), a folder of
+    other files, or one that already holds a run.  The message names the folder and the way
+    out (``--resume``, another ``--out``)."""

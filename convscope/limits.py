@@ -12,9 +12,11 @@ model file (``.safetensors``)         about 2× its size: the tensors once, read
                                       JSON at most ``max_json_bytes``; the activations its
                                       architecture needs at most ``max_activation_bytes`` per
                                       image (``predict`` batches images to stay under it)
-IDX file, gzipped or not; CIFAR       1× the size its header declares (never more than the file
-batch; a member of CIFAR's archive    holds: a gzip stream is read up to the declared size and
-                                      one byte more), at most ``max_decoded_bytes``
+IDX file, gzipped or not; CIFAR       1× the size its header declares (2× for a CIFAR batch: the
+                                      bytes, then the images), which must fit the file:
+batch; a member of CIFAR's archive    exactly for a plain file, at most deflate's 1032:1 for a
+                                      gzipped one (read up to the declared size and one byte
+                                      more, never further); at most ``max_decoded_bytes``
 JSON architecture                     its text (at most ``max_json_bytes``), parsed; built: at
                                       most ``max_params`` parameters and
                                       ``max_activation_bytes`` per image (``summary`` and
@@ -73,7 +75,7 @@ LIMITS: dict[str, Limit] = {lim.name: lim for lim in (
            "built or loaded; predict batches images to stay under it"),
     _limit("max_pixels", 50_000_000,
            "pixels (width × height) of an image decoded, or of a model's input"),
-    _limit("max_decoded_bytes", 2 ** 30,
+    _limit("max_decoded_bytes", 512 * 2 ** 20,
            "bytes one data file decodes to: an IDX file (gzipped or not), a CIFAR batch or a "
            "member of CIFAR's archive"),
     _limit("max_json_bytes", 4 * 2 ** 20,

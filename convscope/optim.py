@@ -1,7 +1,8 @@
 """Optimisers that update parameters in place, step for step as torch.optim does.
 
 ``opt = SGD(model, lr=0.01, momentum=0.9)``; each step: ``model.zero_grad()`` (or
-``opt.zero_grad()``), forward, loss, backward, ``opt.step()``.
+``opt.zero_grad()``), forward, loss, backward, ``opt.step()``.  The state (momentum, moments)
+is allocated where each parameter lives (``xp_of(p)``): on the GPU for a model moved there.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import math
 from typing import Any
 
 from . import workspace
-from .runtime import xp_of
+from .runtime import device_of, get_device, to_device, xp_of
 
 Array = Any
 
@@ -21,13 +22,34 @@ class Optimizer:
     def __init__(self, params: Any, lr: float) -> None:
         if lr < 0:
             raise ValueError(f"learning rate must be >= 0, got {lr}")
-        triples = params.parameters() if hasattr(params, "parameters") else list(params)
+        self._model = params if hasattr(params, "parameters") else None  # to re-read on .to()
+        triples = params.parameters() if self._model is not None else list(params)
         self.params: list[tuple[str, Array, Array]] = list(triples)
         if not self.params:
             raise ValueError("optimiser got no parameters; build the model (give input_shape) first")
         self.lr = float(lr)
         self.step_count = 0
         self.state: dict[str, dict[str, Array]] = {name: {} for name, _, _ in self.params}
+
+    def to(self, device: Any) -> "Optimizer":
+        """Move the state to ``device`` ("cpu", "cuda", "cuda:N"); an optimiser made on a model
+        takes its (moved) parameters again.  Returns self.  Call after ``model.to(device)``."""
+        dev = get_device(device)
+        if self._model is not None:
+            fresh = list(self._model.parameters())
+            if [n for n, _, _ in fresh] != [n for n, _, _ in self.params]:
+                raise ValueError("Optimizer.to: the model's parameters changed since the "
+                                 "optimiser was made; make a new optimiser")
+            self.params = fresh
+        where = {n: device_of(p) for n, p, _ in self.params}
+        off = next((n for n, d in where.items() if d != dev.name), None)
+        if off is not None:
+            raise ValueError(f"Optimizer.to({dev.name!r}): parameter {off!r} is on {where[off]}; "
+                             f"move the model first: model.to({dev.name!r})")
+        for slots in self.state.values():
+            for slot, a in slots.items():
+                slots[slot] = to_device(a, dev)
+        return self
 
     def zero_grad(self) -> None:
         for _, _, g in self.params:
@@ -49,12 +71,13 @@ class Optimizer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.lr = float(state["lr"])
         self.step_count = int(state["step_count"])
-        names = {n for n, _, _ in self.params}
+        where = {n: device_of(p) for n, p, _ in self.params}
         for key, value in state["arrays"].items():
             name, slot = key.rsplit(".", 1)
-            if name not in names:
+            if name not in where:
                 raise KeyError(f"optimiser state for unknown parameter {name!r}")
-            self.state[name][slot] = xp_of(value).array(value, copy=True)
+            # a copy, on the parameter's device (a checkpoint's arrays are on the host)
+            self.state[name][slot] = to_device(xp_of(value).array(value, copy=True), where[name])
 
 
 class SGD(Optimizer):

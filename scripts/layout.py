@@ -67,8 +67,8 @@ class Layout:
         return {m: n for m, n in sorted(self.lines.items()) if n > limit}
 
 
-def _module_name(path: Path) -> str:
-    rel = path.relative_to(ROOT).with_suffix("")
+def _module_name(path: Path, root: Path) -> str:
+    rel = path.relative_to(root).with_suffix("")
     parts = list(rel.parts)
     if parts[-1] == "__init__":
         parts.pop()
@@ -104,7 +104,7 @@ def _imports(tree: ast.Module) -> list[tuple[ast.AST, bool]]:
 
 def analyse(root: Path = ROOT) -> Layout:
     files = sorted((root / PACKAGE).rglob("*.py"))
-    modules = {_module_name(p): p for p in files}
+    modules = {_module_name(p, root): p for p in files}
     lay = Layout(modules)
     for name, path in modules.items():
         text = path.read_text(encoding="utf-8")

@@ -42,7 +42,7 @@ def run(run_dir: str, epochs: int, flags: set[str], comm: dist.Communicator) -> 
     x, y = make_data(N_TRAIN + N_VAL)
     model = make_model(comm.rank, bn="bn" in flags)  # rank r's own seed: the broadcast unifies
     cfg = TrainConfig(epochs=epochs, batch_size=16, optimizer="sgd", lr=0.05, momentum=0.9,
-                      weight_decay=1e-4, schedule="cosine", seed=0,
+                      weight_decay=1e-4, schedule="constant", seed=0,
                       augment={"crop_padding": 1, "hflip": True})
     trainer = Trainer(model, cfg, run_dir=run_dir, comm=comm, sync_bn="sync_bn" in flags)
     if "nan" in flags and comm.rank == 0:  # callbacks run on rank 0 only

@@ -326,8 +326,10 @@ def test_graph_exported_by_torch_imports() -> None:
 
 @pytest.mark.parametrize("nodes, inits, words", [
     ([helper.make_node("Softmax", ["x"], ["y"])], {}, r"node 0 .*Softmax is not supported"),
-    ([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Add", ["a", "x"], ["y"])], {},
-     r"node 1 .*reads \['a', 'x'\]|Add is supported only"),
+    ([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Add", ["a", "x"], ["b"]),
+      helper.make_node("Add", ["b", "a"], ["y"])], {},  # relu(x) + x is a Residual; + a is not
+     r"node 2 .*(two of its paths share|from inside another block)"),
+    ([helper.make_node("Mul", ["x", "x"], ["y"])], {}, r"node 0 .*Mul is not supported"),
     ([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 0, 0])], {},
      "asymmetric"),
     ([helper.make_node("Pad", ["x", "p", "v"], ["a"]),

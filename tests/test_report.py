@@ -7,6 +7,7 @@ import base64
 import html.parser
 import io
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -249,10 +250,121 @@ def test_cli_train_writes_report_and_cli_report_rewrites_it(tmp_path: Path,
     assert main(["train", "--arch", "lecture", "--epochs", "1", "--limit", "150", "--seed", "0",
                  "--out", str(run_dir), "--quiet"]) == 0
     assert (run_dir / CURVES).is_file() and (run_dir / REPORT).is_file()
-    assert f"report: {run_dir / REPORT}" in capsys.readouterr().err
+    said = capsys.readouterr()
+    assert f"report: {run_dir / REPORT}" in said.err
+    # make demo's promise: the command ends by printing a report and an explorer that exist
+    last = dict(line.split(": ", 1) for line in said.out.strip().splitlines()[-2:])
+    assert set(last) == {"report", "explorer"}, said.out
+    assert all(Path(v).is_file() for v in last.values()), last
     (run_dir / REPORT).unlink()
     assert main(["report", str(run_dir)]) == 0
     assert capsys.readouterr().out.strip() == str(run_dir / REPORT)
     assert "<title>convscope run run</title>" in (run_dir / REPORT).read_text(encoding="utf-8")
     assert main(["report", str(tmp_path)]) == 1
     assert "no model.safetensors here" in capsys.readouterr().err
+
+
+# -- the best epoch is the kept one; the curves compare like with like (issue 11) ---------------
+# Scripted validation results: epochs 2 and 4 tie on accuracy, 4 has the lower loss, so the
+# trainer (train.control.better: accuracy, then loss) keeps epoch 4; the report once said 2.
+_SCRIPT = [(0.70, 0.90), (0.90, 0.60), (0.85, 0.50), (0.90, 0.40), (0.90, 0.70)]
+
+
+def test_the_best_epoch_is_the_one_whose_weights_were_kept(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from convscope.train.control import kept_epoch
+
+    ds = load_dataset("digits")
+    x, y = ds.x_train[:96], ds.y_train[:96]
+    model = build_model("lecture", ds.input_shape, ds.num_classes, seed=0)
+    run_dir = tmp_path / "tie"
+    trainer = Trainer(model, TrainConfig(epochs=len(_SCRIPT), batch_size=32, lr=3e-3, seed=0),
+                      normalizer=Normalizer.fit(x), run_dir=run_dir, classes=ds.classes,
+                      callbacks=[RunReport(ds.x_test[:40], ds.y_test[:40])])
+    kept_weights: dict[int, dict[str, np.ndarray]] = {}
+    script = iter(_SCRIPT)
+
+    def scripted(xv: np.ndarray, yv: np.ndarray) -> Any:
+        acc, loss = next(script)
+        kept_weights[trainer.epoch + 1] = {k: v.copy() for k, v in model.state_dict().items()}
+        return SimpleNamespace(accuracy=acc, loss=loss)
+
+    trainer.evaluate = scripted  # type: ignore[method-assign]
+    result = trainer.fit(x[:64], y[:64], x[64:], y[64:])
+    assert result.best_epoch == 4 == kept_epoch(trainer.history)["epoch"]
+    for k, v in model.state_dict().items():  # the model holds epoch 4's weights
+        np.testing.assert_array_equal(v, kept_weights[4][k])
+    text = (run_dir / REPORT).read_text(encoding="utf-8")
+    assert "validation accuracy of the kept weights (epoch 4)" in text
+    assert "(epoch 2)" not in text
+    assert re.findall(r"<tr><td class=num>(\d+) ★", text) == ["4"]  # one row starred
+
+
+def test_curves_compare_the_same_loss(tmp_path: Path) -> None:
+    """With label smoothing, train_ce is the training images' plain cross-entropy (what val_loss
+    measures) and the curves draw it; train_loss stays the smoothed loss trained on.  A learning
+    rate of 1e-30 keeps the weights fixed, so both equal the losses of the whole training set."""
+    from convscope.losses import CrossEntropyLoss
+
+    ds = load_dataset("digits")
+    x, y = ds.x_train[:200], ds.y_train[:200]
+    norm = Normalizer.fit(x)
+    model = build_model("lecture", ds.input_shape, ds.num_classes, seed=0)
+    run_dir = tmp_path / "smooth"
+    trainer = Trainer(model, TrainConfig(epochs=2, batch_size=48, optimizer="sgd", momentum=0.0,
+                                         lr=1e-30, label_smoothing=0.2, seed=0),
+                      normalizer=norm, run_dir=run_dir, classes=ds.classes,
+                      callbacks=[RunReport(ds.x_test[:40], ds.y_test[:40])])
+    trainer.fit(x[:160], y[:160], x[160:], y[160:])
+    scores = model.predict(norm(x[:160]).astype(model.dtype))
+    plain = float(CrossEntropyLoss(0.0)(scores.astype(np.float64), y[:160]))
+    smoothed = float(CrossEntropyLoss(0.2)(scores.astype(np.float64), y[:160]))
+    for h in trainer.history:
+        assert h["train_ce"] == pytest.approx(plain, rel=1e-5)
+        assert h["train_loss"] == pytest.approx(smoothed, rel=1e-5)
+        assert abs(h["train_loss"] - h["train_ce"]) > 0.01  # two measures: only one is drawn
+        assert h["val_loss"] == pytest.approx(evaluate(model, x[160:], y[160:], normalizer=norm,
+                                                       num_classes=10).loss, rel=1e-5)
+    from convscope.inspect.history import curves_picture
+
+    pic = curves_picture(trainer.history, None, "t")
+    lines = {name: ys for name, _, ys in pic.panels[0].extra["lines"]}
+    assert lines["train"] == pytest.approx([h["train_ce"] for h in trainer.history])
+    assert lines["validation"] == pytest.approx([h["val_loss"] for h in trainer.history])
+    text = (run_dir / REPORT).read_text(encoding="utf-8")
+    assert "train loss (as trained, label smoothing 0.2)" in text
+    assert "train cross-entropy" in text
+
+
+def test_without_smoothing_train_ce_is_the_loss(run: dict[str, Any]) -> None:
+    for h in run["trainer"].history:
+        assert h["train_ce"] == h["train_loss"]
+
+
+def test_train_ce_over_workers_is_the_global_batch_s() -> None:
+    """With 2 or 3 workers (ThreadComm) each epoch's train_ce is one process's: the slices'
+    sums are added over the workers (and the trained-on loss, as before)."""
+    import convscope.distributed as dist
+    from convscope import Conv2D, Flatten, Linear, ReLU, Sequential
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (50, 1, 8, 8), dtype=np.uint8)
+    y = rng.integers(0, 3, 50)
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=0.05, optimizer="sgd", label_smoothing=0.3,
+                      seed=0)
+
+    def history(comm: Any = None) -> list[dict[str, Any]]:
+        model = Sequential(Conv2D(1, 3, 3, dtype=np.float64), ReLU(), Flatten(),
+                           Linear(None, 3, dtype=np.float64), input_shape=(1, 8, 8), seed=0)
+        trainer = Trainer(model, cfg, comm=comm)
+        trainer.fit(x[:40], y[:40], x[40:], y[40:])
+        return trainer.history
+
+    one = history()
+    for k in (2, 3):
+        for h in dist.ThreadComm.run(k, history):
+            for a, b in zip(h, one):
+                assert a["train_ce"] == pytest.approx(b["train_ce"], rel=1e-12)
+                assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-12)
+                assert abs(a["train_ce"] - a["train_loss"]) > 1e-3

@@ -20,8 +20,8 @@ import sys
 from typing import Any, Callable, Sequence
 
 from .._version import __version__
-from ._common import (Command, CommandError, Formatter, add_threads, import_user_code, one_line,
-                      say, thread_limit)
+from ._common import (Command, CommandError, Formatter, add_limits, add_threads, apply_limits,
+                      import_user_code, one_line, say, thread_limit)
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS", "HELP", "Command", "CommandError"]
 
@@ -111,6 +111,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             continue
         p = obj.add_parser(sub)
         p.set_defaults(run=obj.run)
+        add_limits(p)
         if not any("--debug" in a.option_strings for a in p._actions):
             p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                            help="show the traceback on errors")
@@ -140,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
+        apply_limits(args)
         import_user_code(getattr(args, "imports", None) or ())  # their layers, before all else
         return int(args.run(args) or 0)
     except KeyboardInterrupt:

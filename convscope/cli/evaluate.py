@@ -10,11 +10,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..data.record import find_dataset, trained_on
 from ..formats.model_file import load_model
 from ..inspect import viz
 from ..train import evaluate
-from ._common import CommandError, Formatter, add_import, add_threads, say, thread_limit
-from ._inputs import load_data
+from ._common import CommandError, Formatter, add_import, add_threads, printable, say, thread_limit
+from ._outputs import check_output
 
 __all__ = ["add_parser", "run", "format_confusion", "write_confusion_png"]
 
@@ -30,13 +31,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "  convscope evaluate model.safetensors --data mnist --split test --json")
     p.add_argument("model", metavar="MODEL", help="a model file (.safetensors) from convscope train")
     p.add_argument("--data", metavar="NAME|DIR",
-                   help="dataset name or image folder (default: the one the model was trained on)")
+                   help="dataset name or image folder (default: the one the model was trained on; "
+                   "an image folder is found again by the path and class counts its model file "
+                   "records)")
     p.add_argument("--data-dir", metavar="DIR", help="where the full datasets' files are")
     p.add_argument("--no-download", dest="download", action="store_false",
                    help="never download a dataset")
     p.add_argument("--split", choices=("test", "train", "all"),
-                   help="which images to evaluate (default: test; all for an image folder "
-                   "without train/ and test/ sub-folders)")
+                   help="which images to evaluate (default: test, the images training never "
+                   "saw: for the image folder it was trained on without train/ and test/, the 20%% "
+                   "its stratified split held out; all for a dataset the model was not trained "
+                   "on)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N images")
     p.add_argument("--batch-size", type=int, default=500, metavar="N",
                    help="images per forward pass (default: 500)")
@@ -63,30 +68,40 @@ def format_confusion(confusion: np.ndarray, classes: Sequence[str]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     thread_limit(args.threads, check_only=True)
+    if args.confusion is not None:  # never over the model file or another convscope file
+        check_output(args.confusion, "--confusion", [args.model, *(args.imports or ())])
+        if not str(args.confusion).lower().endswith(".png"):
+            raise CommandError(f"--confusion must name a .png file, got {args.confusion!r}")
     saved = load_model(args.model)
-    data = args.data or saved.metadata.get("dataset")
-    if not data:
-        raise CommandError(f"{args.model} does not name its dataset; give --data")
     if args.batch_size < 1:
         raise CommandError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.limit is not None and args.limit < 1:
         raise CommandError(f"--limit must be >= 1, got {args.limit}")
-    ds = load_data({"data": data, "data_dir": args.data_dir, "download": args.download},
-                   saved.input_shape)
+    ds = find_dataset(saved.metadata, args.data, args.data_dir, download=args.download,
+                      input_shape=saved.input_shape)
     if list(ds.classes) != saved.classes:
         raise CommandError(f"{ds.name} has classes {ds.classes[:12]} but the model was trained "
                            f"on {saved.classes[:12]}")
     if tuple(ds.input_shape) != saved.input_shape:
         raise CommandError(f"{ds.name} images are {'x'.join(map(str, ds.input_shape))}, the "
                            f"model takes {'x'.join(map(str, saved.input_shape))}")
-    if args.split is None:
-        folder = Path(str(data))
-        args.split = "all" if folder.is_dir() and not (folder / "test").is_dir() else "test"
+    note = None
+    if args.split is None:  # never training images unless asked for
+        args.split = "test" if trained_on(saved.metadata, ds) else "all"
+        note = (f"split: {args.split} (" + ("the images training never saw" if args.split == "test"
+                else f"the model was not trained on {ds.name}: all its images") + "; --split to "
+                "choose)")
     x, y = {"test": (ds.x_test, ds.y_test), "train": (ds.x_train, ds.y_train),
             "all": (np.concatenate([ds.x_train, ds.x_test]),
                     np.concatenate([ds.y_train, ds.y_test]))}[args.split]
     if args.limit:
         x, y = x[:args.limit], y[:args.limit]
+    if not len(y):
+        raise CommandError(f"the {args.split} split of {ds.name} has no images (a class with a "
+                           "single image goes to training); give --split train or all, or add "
+                           "images")
+    if note:
+        say(note)
     with thread_limit(args.threads):
         ev = evaluate(saved.model, x, y, normalizer=saved.normalization,
                       num_classes=len(saved.classes), batch_size=args.batch_size)
@@ -105,12 +120,13 @@ def run(args: argparse.Namespace) -> int:
           f"({ev.correct:,}/{ev.total:,}), loss {ev.loss:.4f}")
     print("\nper-class accuracy:")
     counts = ev.confusion.sum(axis=1)
-    wide = max(len(c) for c in saved.classes)
-    for i, (c, a) in enumerate(zip(saved.classes, per_class)):
+    shown = [printable(c) for c in saved.classes]  # control characters escaped
+    wide = max(len(c) for c in shown)
+    for i, (c, a) in enumerate(zip(shown, per_class)):
         acc = "   n/a" if np.isnan(a) else f"{100 * a:6.2f}%"
         print(f"{i:>4}  {c:<{wide}}  {acc}  ({int(ev.confusion[i, i]):,}/{int(counts[i]):,})")
     print("\nconfusion matrix (rows: true class, columns: predicted):")
-    print(format_confusion(ev.confusion, saved.classes))
+    print(format_confusion(ev.confusion, shown))
     return 0
 
 

@@ -31,10 +31,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "  convscope explain lenet5 --input 1x28x28\n"
         "  convscope explain my_net.json --input 32x32x3 --strict\n"
         "  convscope explain runs/x/model.safetensors\n"
+        "  convscope explain resnet18.onnx --input 3x224x224   # any CNN exported to ONNX\n"
         "  convscope explain --input 7 --filter 3 --stride 3   # bare numbers: see `shapes`")
     p.add_argument("arch", metavar="ARCH", nargs="?", default="lecture",
-                   help="preset (lecture, lenet5, fashion, cifar), JSON architecture or model "
-                   "file (default: lecture)")
+                   help="preset (lecture, lenet5, fashion, cifar), JSON architecture, model "
+                   "file or .onnx file (default: lecture)")
     p.add_argument("--input", metavar="SHAPE",
                    help="per-image input, e.g. 32x32x3 or 1x28x28 (default: the model's, the "
                    "preset's own or the JSON file's); a bare number N with --filter asks the "
@@ -55,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     if args.input is not None and re.fullmatch(r"\s*\d+\s*", args.input):
         raise CommandError(f"--input {args.input} is one number: add --filter F (and --stride S) "
                            "for the lecture's question, or give a shape such as 32x32x3")
-    model, saved = model_from(args.arch, args.input, args.classes, data=args.data)
+    model, saved = model_from(args.arch, args.input, args.classes, data=args.data,
+                              allocate=False)  # the walk needs shapes, not weights
     shape = None
     if saved is not None and args.input:
         shape = parse_shape(args.input)

@@ -25,6 +25,7 @@ from ..formats.onnx import export as onnx_export  # the module: tests replace ru
 from ..formats.torch.convert import save_torch_weights
 from ..train.evaluation import model_dtype
 from ._common import CommandError, Formatter, add_import, say
+from ._outputs import check_output
 
 __all__ = ["add_parser", "run", "model_metadata"]
 
@@ -106,6 +107,12 @@ def run(args: argparse.Namespace) -> int:
     if args.torch and not str(args.torch).endswith(".safetensors"):
         raise CommandError(f"--torch {args.torch}: the state dict is written as safetensors; "
                            f"name it {Path(args.torch).with_suffix('.safetensors')}")
+    inputs = [args.model, *(args.imports or ())]
+    for flag, out in (("--onnx", args.onnx), ("--torch", args.torch)):
+        if out:  # before anything is done: never over the model file or another model
+            check_output(out, flag, inputs)
+    if args.onnx and args.torch and Path(args.onnx).resolve() == Path(args.torch).resolve():
+        raise CommandError(f"--onnx and --torch both name {args.onnx}; give two file names")
     saved = load_model(args.model)
     meta = model_metadata(saved)
     if args.onnx:

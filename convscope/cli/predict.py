@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from ..data import IMAGE_EXTENSIONS, DataError
 from ..formats.model_file import load_model
-from ._common import CommandError, Formatter, add_import, add_threads, say, thread_limit
+from ._common import CommandError, Formatter, add_import, add_threads, printable, say, thread_limit
 
 __all__ = ["add_parser", "run"]
 
@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             labels = "  ".join(f"{lab} ({100 * pr:.1f}%)"
                                for lab, pr in zip(pred.labels, pred.probabilities))
-            print(f"{path}: {labels}{'  [inverted]' if pred.inverted else ''}", flush=True)
+            print(printable(f"{path}: {labels}{'  [inverted]' if pred.inverted else ''}"),
+                  flush=True)  # class names and file names: control characters escaped
     if args.json:
         print(json.dumps([{"image": r.source, "labels": r.labels, "indices": r.indices,
                            "probabilities": r.probabilities, "inverted": r.inverted}

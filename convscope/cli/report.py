@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from typing import Any
 
+from ..formats.run_folder import RunLock, folder_state
 from ..inspect.report import report_for_run
 from ._common import Formatter, add_import
 
@@ -28,5 +30,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    print(report_for_run(args.run_dir, args.data, args.data_dir))
+    is_run = folder_state(args.run_dir) in ("started", "trained")  # a training's folder: locked
+    with RunLock(args.run_dir) if is_run else contextlib.nullcontext():
+        print(report_for_run(args.run_dir, args.data, args.data_dir))
     return 0

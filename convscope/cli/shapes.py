@@ -8,6 +8,7 @@ import argparse
 import re
 from typing import Any
 
+from .. import limits
 from ..inspect.explain import explain_size
 from ._common import CommandError, Formatter
 
@@ -37,11 +38,36 @@ def size_answer(args: argparse.Namespace) -> int:
         if not re.fullmatch(r"\d+", str(pad)):
             raise CommandError(f"--pad must be a whole number >= 0 or 'same', got {pad!r}")
         pad = int(pad)
-    answer = explain_size(int(text), args.filter, args.stride, pad, args.dilation)
-    print(answer)
-    if args.strict and not answer.fits:
+    n, f, d = int(text), args.filter, args.dilation
+    span = f if not isinstance(f, int) or not isinstance(d, int) or d < 1 else d * (f - 1) + 1
+    cap = limits.limit("max_lines")
+    if args.stride is not None or not isinstance(span, int) or span <= cap:
+        answer = explain_size(n, f, args.stride, pad, d)
+        print(answer)
+        fits = answer.fits
+    else:  # strides 1..F would be F lines: the first max_lines, then how many were left out
+        fits = _print_first_strides(n, f, pad, d, span, cap)
+    if args.strict and not fits:
         raise CommandError("a stride does not fit (see above)")
     return 0
+
+
+def _print_first_strides(n: int, f: int, pad: int | str, d: int, span: int, cap: int) -> bool:
+    """Strides 1..cap of the lecture's answer, a line saying how many more there are, and the
+    answer's last lines; whether every stride 1..span fits (each checked in O(1))."""
+    parts = [str(explain_size(n, f, s, pad, d)).split("\n") for s in range(1, cap + 1)]
+    fits_shown = all(explain_size(n, f, s, pad, d).fits for s in (1, cap))
+    print(parts[0][0])
+    for lines in parts:
+        print(lines[1])
+    print(f"... strides {cap + 1} to {span} left out ({span - cap:,} lines; the limit max_lines "
+          f"= {cap}, raise it with --max-lines N or CONVSCOPE_MAX_LINES=N); give --stride S for "
+          "one of them")
+    for line in parts[0][2:]:
+        print(line)
+    total = n + 2 * pad if isinstance(pad, int) else n + d * (f - 1)
+    rest = total - span  # the positions a window can move: stride s fits when s divides it
+    return fits_shown and all(rest % s == 0 for s in range(1, span + 1))
 
 
 

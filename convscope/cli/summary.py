@@ -8,7 +8,7 @@ from typing import Any
 from ..formats.architecture import PRESETS, build_model, parse_shape, resolve_architecture
 from ..formats.model_file import load_model
 from ._common import DEFAULT_ARCH, CommandError, Formatter, add_import, say
-from ._inputs import load_data, names_no_input
+from ._inputs import load_data, names_no_input, onnx_model
 
 __all__ = ["add_parser", "run"]
 
@@ -22,10 +22,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         epilog="examples:\n  convscope summary lecture                 # on the lecture's 32x32x3\n"
         "  convscope summary lenet5 --input-shape 1x28x28\n"
         "  convscope summary my_net.json --data digits\n"
-        "  convscope summary runs/x/model.safetensors")
+        "  convscope summary runs/x/model.safetensors\n"
+        "  convscope summary resnet18.onnx --input-shape 3x224x224")
     p.add_argument("arch", metavar="ARCH", nargs="?", default=DEFAULT_ARCH,
-                   help="preset (lecture, lenet5, fashion, cifar), JSON file or model file "
-                   f"(default: {DEFAULT_ARCH})")
+                   help="preset (lecture, lenet5, fashion, cifar), JSON file, model file or "
+                   f".onnx file (default: {DEFAULT_ARCH})")
     p.add_argument("--input-shape", metavar="CxHxW",
                    help="per-image input, e.g. 1x28x28 or 32x32x3 (default: the preset's own "
                    "input, the JSON file's input_shape, or --data's)")
@@ -51,6 +52,12 @@ def run(args: argparse.Namespace) -> int:
               + f"; convscope {meta.get('convscope_version')}, {meta.get('created')}")
         return 0
     shape = parse_shape(args.input_shape) if args.input_shape else None
+    if str(args.arch).endswith(".onnx"):
+        if args.classes or args.data:
+            raise CommandError("an ONNX model has its own classes; leave out --classes and "
+                               "--data")
+        print(onnx_model(args.arch, shape).summary())
+        return 0
     classes = args.classes
     if args.classes is not None and args.classes < 1:
         raise CommandError(f"--classes must be >= 1, got {args.classes}")
@@ -62,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if shape is None and names_no_input(layers, file_shape):
         raise CommandError(f"{args.arch} names no input shape; give --input-shape (e.g. 1x28x28) "
                            "or --data")
-    model = build_model(args.arch, shape, classes or 10, seed=0)
+    model = build_model(args.arch, shape, classes or 10, seed=0, allocate=False)  # no weights
     if name in PRESETS and shape is None:
         say(f"{name} on its own input {'x'.join(map(str, model.input_shape))} (C x H x W); set "
             "--input-shape or --data for another")

@@ -4,23 +4,29 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
+import os
 import secrets
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from .. import distributed as dist
 from ..data import Normalizer, stratified_split
+from ..data.record import data_record
 from ..formats.architecture import build_model, resolve_architecture
 from ..formats.model_file import atomic_write, estimate_background, save_model
 from ..inspect.report import RunReport  # curves.png each epoch, report.html at the end
 from ..inspect.explore.source import write_run_explorer  # explore.html at the end
 from ..train import TrainConfig, Trainer, TrainingDiverged
-from ._common import (DEFAULT_ARCH, CommandError, Formatter, add_import, add_threads, say,
-                      thread_limit)
-from ._inputs import load_data
+from ._common import (DEFAULT_ARCH, TRAIN_THREADS_HELP, CommandError, Formatter, add_import,
+                      add_threads, idle_cores, say, thread_limit)
+from ._inputs import check_trainable, load_data
+from ._live import Live, add_serve, serve_args  # --serve: the live view
+from ._outputs import claim_run_folder, interrupted_line, new_run_check
 
 __all__ = ["add_parser", "run", "parse_augment", "atomic_write_settings", "TRAIN_DEFAULTS",
            "DEFAULT_LR", "AUTO_AUGMENT"]
@@ -31,12 +37,13 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "lr": None, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "schedule": "cosine",
     "step_size": 0, "gamma": 0.1, "warmup": 0.0, "min_lr": 0.0, "label_smoothing": 0.1,
     "patience": None, "val_fraction": 0.1, "augment": "auto", "seed": None, "limit": None,
-    "data_dir": None, "download": True, "threads": 1}
+    "data_dir": None, "download": True, "threads": None, "sync_bn": False, "input_size": None}
 DEFAULT_LR = {"sgd": 0.02, "adam": 3e-3, "adamw": 3e-3}
 #: What ``--augment auto`` means for the known datasets (others: no augmentation).
 AUTO_AUGMENT = {"digits": "crop=2", "mnist": "crop=2", "fashion-small": "flip",
                 "fashion-mnist": "flip", "cifar10": "crop=4+flip"}
-_RESUMABLE = {"epochs", "threads"}  # settings that may change on --resume
+_RESUMABLE = {"epochs", "threads", "sync_bn"}  # settings that may change on --resume
+_LAUNCHED = "CONVSCOPE_LAUNCHED"  # set by --workers for its workers: config.json is brand new
 
 
 def parse_augment(spec: str) -> dict[str, Any] | None:
@@ -77,7 +84,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "  convscope train                                  # lenet5 on the bundled digits\n"
         "  convscope train --data fashion-small --arch fashion --epochs 20\n"
         "  convscope train --arch my_net.json --optimizer sgd --lr 0.02 --seed 1\n"
-        "  convscope train --resume runs/lenet5-digits-20250101-120000\n\n"
+        "  convscope train --resume runs/lenet5-digits-20250101-120000\n"
+        "  convscope train --workers 2 --batch-size 64       # 2 MPI workers, 32 images each\n\n"
         "datasets: digits, fashion-small (bundled, no download); mnist, fashion-mnist, cifar10 "
         "(found in --data-dir, $CONVSCOPE_DATA, ~/.cache/convscope or /usr/share/datasets, "
         "else downloaded); or a folder with one sub-folder of images per class.\n"
@@ -96,6 +104,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="training augmentation: auto, none, crop, crop=N (random shifts of up to N "
                    "pixels), flip, or crop=N+flip (default: auto: "
                    + ", ".join(f"{k} {v}" for k, v in AUTO_AUGMENT.items()) + ", else none)")
+    g.add_argument("--input-size", metavar="HxW",
+                   help="an image folder's images are resized to H x W (default: their own size, "
+                   "scaled to 64 on the longer side when larger, or 32x32 when sizes differ)")
     g.add_argument("--limit", type=int, metavar="N",
                    help="use only the first N training and N test images (quick tries)")
     g = p.add_argument_group("model")
@@ -136,10 +147,54 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     g.add_argument("--resume", metavar="DIR",
                    help="continue the run in DIR (its checkpoint and settings; --epochs may raise "
                    "the total)")
-    add_threads(g)
+    add_threads(g, TRAIN_THREADS_HELP)  # None: the idle cores at start-up (idle_cores)
     g.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    add_serve(g)
+    g = p.add_argument_group("workers (data-parallel on MPI: pip install 'convscope[mpi]')")
+    g.add_argument("--workers", type=int, metavar="N",
+                   help="train on N MPI processes (it runs mpirun for you): --batch-size stays "
+                   "the global batch, each worker takes 1/N of it, and the weights equal one "
+                   "process's; or start it yourself: mpirun -np N python -m mpi4py -m convscope "
+                   "train ...")
+    g.add_argument("--hostfile", metavar="FILE",
+                   help="with --workers: Open MPI's hostfile (one 'host slots=K' line per machine)")
+    g.add_argument("--sync-bn", dest="sync_bn", action="store_true", default=None,
+                   help="batch norm over the global batch, exact (default: each worker's own "
+                   "slice, as PyTorch's DDP)")
     return p
 
+
+def _workers(args: argparse.Namespace) -> Any:
+    """This process's communicator (MPI under mpirun), after checking --workers/--hostfile."""
+    if args.workers is not None and args.workers < 1:
+        raise CommandError(f"--workers must be >= 1, got {args.workers}")
+    if args.hostfile is not None and not args.workers:
+        raise CommandError("--hostfile needs --workers N")
+    comm = dist.init()
+    if comm.size > 1 and args.workers not in (None, comm.size):
+        raise CommandError(f"--workers {args.workers} under an mpirun of {comm.size} processes; "
+                           "leave out --workers (mpirun started the workers)")
+    return comm
+
+
+def _launch(args: argparse.Namespace, s: dict[str, Any], run_dir: Path, resuming: bool) -> int:
+    """Write the run's settings, then run it as ``convscope train --resume RUN_DIR`` on
+    ``--workers`` MPI processes: every worker reads the same settings (seed, folder)."""
+    dist.find_mpirun()  # a missing mpi4py: one line, before anything is written
+    _write_settings(run_dir, s, resuming)
+    child = ["train", "--resume", str(run_dir), *serve_args(args)] + ["--quiet"] * bool(args.quiet)
+    for item in getattr(args, "imports", None) or ():
+        child += ["--import", str(item)]
+    return dist.launch(child, args.workers, hostfile=args.hostfile, env={_LAUNCHED: "1"})
+
+
+def _write_settings(run_dir: Path, s: dict[str, Any], resuming: bool) -> None:
+    if not resuming:
+        atomic_write(run_dir / "config.json", json.dumps(
+            {"settings": s, "argv": sys.argv[1:], "started": _dt.datetime.now().isoformat(
+                timespec="seconds")}, indent=2) + "\n")
+    else:
+        atomic_write_settings(run_dir, s)
 
 
 def _explicit(args: argparse.Namespace) -> dict[str, Any]:
@@ -165,7 +220,8 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], Path, bool]:
         for k, v in given.items():
             if k not in _RESUMABLE and saved.get(k) != v:
                 raise CommandError(f"--{k.replace('_', '-')} {v} differs from the run being "
-                                   f"resumed ({saved.get(k)}); only --epochs and --threads can change")
+                                   f"resumed ({saved.get(k)}); only --epochs, --threads and "
+                                   "--sync-bn can change")
         settings = {**TRAIN_DEFAULTS, **saved,
                     **{k: v for k, v in given.items() if k in _RESUMABLE}}
         return settings, run_dir, True
@@ -180,9 +236,7 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], Path, bool]:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         data_name = Path(str(settings["data"])).name or "data"
         run_dir = Path("runs") / f"{Path(str(settings['arch'])).stem}-{data_name}-{stamp}"
-    if (run_dir / "checkpoint.safetensors").exists() or (run_dir / "config.json").exists():
-        raise CommandError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
-                           "or choose another --out")
+    new_run_check(run_dir)  # a new or empty folder, or a run that stopped before a checkpoint
     return settings, run_dir, False
 
 
@@ -194,16 +248,42 @@ def _check_settings(s: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    s, run_dir, resuming = _settings(args)
-    _check_settings(s)
+    with contextlib.ExitStack() as held:  # the run lock, from the check of --out to the end
+        return _train(args, held)
+
+
+def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
+    comm = _workers(args)
+    settled: Any = None
+    if comm.is_root:  # one worker decides the settings (seed, run folder); all take them
+        try:
+            settled = _settings(args)
+            _check_settings(settled[0])
+        except CommandError as exc:
+            settled = exc
+    settled = comm.bcast_obj(settled)
+    if isinstance(settled, CommandError):
+        raise settled if comm.is_root else SystemExit(1)  # the error line once, from rank 0
+    s, run_dir, resuming = settled
+    if args.workers and args.workers > 1 and comm.size == 1:
+        claim_run_folder(held, run_dir, resuming, hand_down=True)  # held for the workers
+        return _launch(args, s, run_dir, resuming)
+    fresh = bool(os.environ.get(_LAUNCHED)) and not (run_dir / "checkpoint.safetensors").is_file()
+    resuming = resuming and not fresh  # the launcher wrote config.json just now
     thread_limit(s["threads"], check_only=True)  # fail now, not after the data loads
+    threads = s["threads"] if s["threads"] is not None else 1 if comm.size > 1 else idle_cores()
     t_start = time.perf_counter()
     arch_name = resolve_architecture(s["arch"])[0]  # a bad --arch fails before the data loads
     augment = s["augment"]
     if augment == "auto":
         augment = AUTO_AUGMENT.get(str(s["data"]), "none")
     aug = parse_augment(augment)
+    if comm.is_root and claim_run_folder(held, run_dir, resuming) == "started" and not args.quiet:
+        say(f"{run_dir}: the run there stopped before its first checkpoint; starting it over")
     ds = load_data(s)
+    check_trainable(ds)
+    if ds.info.get("input_note"):
+        say(ds.info["input_note"])
     x_train, y_train, x_test, y_test = ds.x_train, ds.y_train, ds.x_test, ds.y_test
     if s["limit"] is not None:
         x_train, y_train = x_train[:s["limit"]], y_train[:s["limit"]]
@@ -233,56 +313,65 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     background = estimate_background(x_train)
-    info = {"dataset": ds.name, "arch_name": arch_name, "background": background}
-    quiet = args.quiet
+    info = {"dataset": ds.name, "arch_name": arch_name, "background": background,
+            "data": data_record(ds, s["data"])}  # an image folder: found again by evaluate
+    quiet = args.quiet or not comm.is_root  # rank 0 alone prints and writes
 
     trainer = Trainer(model, config, normalizer=normalizer, run_dir=run_dir, classes=ds.classes,
                       model_info=info, progress=not quiet, log=None if quiet else say,
-                      callbacks=[RunReport(x_test, y_test, log=say)])
-    if not resuming:
-        atomic_write(run_dir / "config.json", json.dumps(
-            {"settings": s, "argv": sys.argv[1:], "started": _dt.datetime.now().isoformat(
-                timespec="seconds")}, indent=2) + "\n")
-    else:
-        atomic_write_settings(run_dir, s)
+                      callbacks=[RunReport(*((x_test, y_test) if len(y_test) else ()), log=say)],
+                      comm=comm,
+                      sync_bn=bool(s["sync_bn"]))
+    live = Live.start(args, trainer, x_test, y_test) if comm.is_root else None  # --serve
+    if comm.is_root and not fresh:
+        _write_settings(run_dir, s, resuming)
     n_params = sum(int(p.size) for p in model.params.values())
     if not quiet:
         say(f"{'resuming' if resuming else 'training'} {arch_name} ({n_params:,} parameters, "
             f"input {'x'.join(map(str, ds.input_shape))}) on {ds.name}: {len(x_train):,} training, "
             f"{0 if x_val is None else len(x_val):,} validation, {len(x_test):,} test images; "
             f"{config.optimizer} lr {config.lr:g} ({config.schedule}), {config.epochs} epochs of "
-            f"{config.batch_size}, augment {augment}, seed {config.seed}")
+            f"{config.batch_size}, augment {augment}, seed {config.seed}"
+            + (f"; {comm.size} workers{', sync-bn' if s['sync_bn'] else ''}" if comm.size > 1
+               else ""))
         say(f"run folder: {run_dir}")
     has_checkpoint = (run_dir / "checkpoint.safetensors").is_file()
     if resuming and not has_checkpoint and not quiet:
         say("no checkpoint was written before the run stopped: starting it over")
     try:
-        with thread_limit(s["threads"]):
+        with thread_limit(threads):
             result = trainer.fit(x_train, y_train, x_val, y_val,
                                  resume=resuming and has_checkpoint)
-    except TrainingDiverged as exc:
+    except TrainingDiverged as exc:  # every worker stops at the same step
+        if not comm.is_root:
+            return 1
         raise CommandError(f"{exc} (convscope train --lr {exc.suggested_lr:.3g})") from exc
-    if result.status == "interrupted":
-        where = (f"at batch {trainer.batch} of epoch {trainer.epoch + 1}" if trainer.batch
-                 else f"after epoch {trainer.epoch}")
-        say(f"interrupted; checkpoint saved {where}; continue with: convscope train "
-            f"--resume {run_dir}")
+    if result.status == "interrupted" and not comm.is_root:
         return 130
-    with thread_limit(s["threads"]):
-        test = trainer.evaluate(x_test, y_test)
+    if result.status == "interrupted":
+        say(interrupted_line(trainer, run_dir))  # "checkpoint saved" only when one was
+        return 130
+    with thread_limit(threads):
+        test = trainer.evaluate(x_test, y_test)  # each worker its own shard
+    if not comm.is_root:
+        return 0
     results = {"test_accuracy": test.accuracy, "test_loss": test.loss, "test_correct": test.correct,
                "test_images": test.total, "status": result.status, "epochs": result.epochs,
                "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
                "seed": config.seed,
                "seconds": round(time.perf_counter() - t_start, 2)}
+    if not test.total:  # no "0.00% (0/0)": say there was nothing to test on
+        results.update(test_accuracy=None, test_loss=None)
     model_path = save_model(run_dir / "model.safetensors", model, ds.classes,
                             normalization=normalizer, background=background, dataset=ds.name,
-                            arch_name=arch_name, training={**results, "config": config.to_dict()})
+                            arch_name=arch_name, training={**results, "config": config.to_dict()},
+                            data=info["data"])
     atomic_write(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
     note = {"early_stopped": f" (early stopping after epoch {result.epochs})"}.get(result.status, "")
     kept = f", best validation epoch {result.best_epoch}" if result.best_epoch else ""
     print(f"test accuracy: {100 * test.accuracy:.2f}% ({test.correct:,}/{test.total:,} {ds.name} "
-          f"test images{kept}){note}")
+          f"test images{kept}){note}" if test.total else f"test accuracy: none: the test split of "
+          f"{ds.name} has no images (a class with a single image goes to training){note}")
     print(f"model: {model_path}")
     print(f"metrics: {run_dir / 'metrics.jsonl'}")
     print(f"checkpoint: {run_dir / 'checkpoint.safetensors'}")
@@ -296,6 +385,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"report: {run_dir / 'report.html'}")
     if explorer is not None:
         print(f"explorer: {explorer}")
+    Live.stay(live)  # --serve: the final model stays on show until Ctrl-C
     return 0
 
 

@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from ..data import load_dataset, load_image, to_float
+from ..data.record import find_dataset
 from ..inspect import viz
 from ..inspect.report import _read_history as read_history  # the reader of metrics.jsonl
 from ..inspect.tree import filter_layers, position
 from ..train.evaluation import model_dtype
 from ._common import CommandError, Formatter, add_import, say
 from ._inputs import model_from
+from ._outputs import check_output
 
 __all__ = ["add_parser", "run"]
 
@@ -28,7 +30,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "right, then the class scores (the lecture's car figure); without IMAGE a test image "
         "of the model's dataset (--index)\n"
         "  curves RUN          loss and accuracy per epoch of a training run\n"
-        "MODEL is a model file, or a preset / JSON architecture (untrained weights, --seed).",
+        "MODEL is a model file, an .onnx file, or a preset / JSON architecture (untrained "
+        "weights, --seed).",
         epilog="examples:\n"
         "  convscope viz filters runs/x/model.safetensors --layer all\n"
         "  convscope viz activations runs/x/model.safetensors digit.png --out lecture.png\n"
@@ -68,6 +71,8 @@ def _png(path: str | None, default: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out:  # never over the model, the image or the metrics it draws
+        check_output(args.out, "--out", [args.source, args.image, *(args.imports or ())])
     if args.what == "curves":
         return _viz_curves(args)
     if args.image is not None and args.what != "activations":
@@ -121,10 +126,13 @@ def _viz_activations(args: argparse.Namespace, model: Any, saved: Any) -> int:
         data = args.data or (saved.metadata.get("dataset") if saved is not None else None)
         if not data:
             raise CommandError("give an IMAGE file, or --data NAME --index N for a dataset image")
-        ds = load_dataset(data, download=False)
+        ds = (find_dataset(saved.metadata, args.data, classes=saved.classes)
+              if saved is not None else load_dataset(data, download=False))  # the recorded folder
         if tuple(ds.input_shape) != tuple(model.input_shape):
             raise CommandError(f"{ds.name} images are {'x'.join(map(str, ds.input_shape))}, the "
                                f"model takes {'x'.join(map(str, model.input_shape))}")
+        if not len(ds.x_test):
+            raise CommandError(f"the test split of {ds.name} has no images; give an IMAGE file")
         if not 0 <= args.index < len(ds.x_test):
             raise CommandError(f"--index must be in 0..{len(ds.x_test) - 1}, got {args.index}")
         imgs, label = ds.x_test[args.index:args.index + 1], int(ds.y_test[args.index])

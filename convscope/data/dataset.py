@@ -13,7 +13,7 @@ import numpy as np
 from . import sources
 from .formats import (CIFAR10_CLASSES, DataError, read_cifar_archive, read_cifar_binary,
                       read_cifar_python, read_idx)
-from .images import image_folder_classes, infer_input_shape, load_image_folder
+from .images import choose_input_shape, image_folder_classes, load_image_folder
 
 __all__ = ["Dataset", "load_dataset", "list_datasets", "stratified_split", "BUNDLED_DIR"]
 
@@ -70,6 +70,8 @@ def stratified_split(y: np.ndarray, test_fraction: float,
     """
     if not 0 < test_fraction < 1:
         raise DataError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if not len(y):  # (np.concatenate would say "need at least one array to concatenate")
+        raise DataError("no images to split: the dataset is empty")
     rng = np.random.default_rng(seed)
     train, test = [], []
     for c in np.unique(y):
@@ -146,12 +148,15 @@ def _load_full(name: str, data_dir: str | os.PathLike[str] | None, download: boo
 
 
 def _load_folder(root: Path, input_shape: tuple[int, int, int] | None, test_fraction: float,
-                 seed: int) -> Dataset:
+                 seed: int, input_size: tuple[int, int] | None = None) -> Dataset:
     info: dict[str, Any] = {"name": root.name, "source": str(root), "licence": "user data"}
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        classes, files = image_folder_classes(root / "train")
-        if input_shape is None:
-            input_shape = infer_input_shape([p for g in files for p in g])
+    split = (root / "train").is_dir() and (root / "test").is_dir()
+    if input_shape is None:  # from the images' headers: large photos get a smaller default
+        _, files = image_folder_classes(root / "train" if split else root)
+        input_shape, note = choose_input_shape([p for g in files for p in g], input_size)
+        if note:
+            info["input_note"] = f"{root}: {note}"
+    if split:
         x_train, y_train, classes = load_image_folder(root / "train", input_shape)
         x_test, y_test, test_classes = load_image_folder(root / "test", input_shape)
         if test_classes != classes:
@@ -169,7 +174,8 @@ def _load_folder(root: Path, input_shape: tuple[int, int, int] | None, test_frac
 def load_dataset(name: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None,
                  download: bool = True, *, verify: bool = False,
                  input_shape: tuple[int, int, int] | None = None,
-                 test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+                 test_fraction: float = 0.2, seed: int = 0,
+                 input_size: tuple[int, int] | None = None) -> Dataset:
     """Load a dataset by name or from an image folder.
 
     ``name``: ``"digits"`` or ``"fashion-small"`` (bundled, no files needed); ``"mnist"``,
@@ -177,15 +183,20 @@ def load_dataset(name: str | os.PathLike[str], data_dir: str | os.PathLike[str] 
     ``$CONVSCOPE_DATA``, the user cache or ``/usr/share/datasets``, else downloaded when
     ``download``; ``verify`` checks local files against the official SHA-256); or a folder
     with one sub-folder of images per class, either split into ``train/`` and ``test/`` or
-    split here (stratified, ``test_fraction``, ``seed``), resized to ``input_shape``.
+    split here (stratified, ``test_fraction``, ``seed``), resized to ``input_shape`` (or to
+    ``input_size`` (H, W), the channels from the images; by default their own size, scaled to
+    64 on the longer side when larger: ``info["input_note"]`` says so).
     Raises DataError when the data is missing or malformed.
     """
     key = str(name)
+    if input_size is not None and not Path(key).expanduser().is_dir():
+        raise DataError(f"an input size ({'x'.join(map(str, input_size))}) is for an image "
+                        f"folder; {key!r} is a dataset with images of its own size")
     if key in BUNDLED:
         return _load_bundled(key)
     if key in sources.REGISTRY:
         return _load_full(key, data_dir, download, verify)
     root = Path(key).expanduser()
     if root.is_dir():
-        return _load_folder(root, input_shape, test_fraction, seed)
+        return _load_folder(root, input_shape, test_fraction, seed, input_size)
     raise DataError(f"unknown dataset {key!r}: not one of {list_datasets()} and not a folder")

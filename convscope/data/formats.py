@@ -7,18 +7,21 @@ unpickler that builds numpy arrays and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
+import math
 import os
 import pickle
 import struct
 import tarfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 
+from .. import limits
 from ..errors import DataError
 
 __all__ = [
@@ -53,33 +56,68 @@ _IDX_DTYPES: dict[int, str] = {
     0x0E: ">f8",
 }
 _GZIP_MAGIC = b"\x1f\x8b"
+#: The most deflate can compress: 1032 bytes out per byte in (zlib's technical notes).
+_DEFLATE_RATIO = 1032
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[tuple[BinaryIO, int, bool]]:
+    """(stream, bytes on disk, gzipped): the file, gunzipped on the fly when it starts with the
+    gzip magic; gzip's and the disk's errors become DataError naming the file."""
+    try:
+        raw = path.open("rb")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
+    with raw:
+        try:
+            disk = os.fstat(raw.fileno()).st_size
+            gz = raw.read(2) == _GZIP_MAGIC
+            raw.seek(0)
+            stream: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw  # type: ignore[assignment]
+            yield stream, disk, gz
+        except EOFError as exc:
+            raise DataError(
+                f"{path}: truncated gzip file ({disk} bytes on disk; the compressed stream ends "
+                "early): download or copy it again"
+            ) from exc
+        except (gzip.BadGzipFile, zlib.error) as exc:
+            raise DataError(f"{path}: corrupt gzip file ({exc})") from exc
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
+
+
+def _read_into(stream: BinaryIO, buf: memoryview) -> int:
+    """Fill ``buf`` from ``stream`` as far as it goes; the bytes read."""
+    got = 0
+    while got < len(buf):
+        n = stream.readinto(buf[got:])  # type: ignore[attr-defined]
+        if not n:
+            break
+        got += n
+    return got
 
 
 def _read_bytes(path: Path) -> bytes:
-    """Return the file's content, gunzipped when it starts with the gzip magic."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
-    if raw[:2] != _GZIP_MAGIC:
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except EOFError as exc:
-        raise DataError(
-            f"{path}: truncated gzip file ({len(raw)} bytes on disk; the compressed stream ends "
-            "early): download or copy it again"
-        ) from exc
-    except (OSError, zlib.error) as exc:
-        raise DataError(f"{path}: corrupt gzip file ({exc})") from exc
+    """The file's content, gunzipped when it starts with the gzip magic, at most
+    ``max_decoded_bytes`` of it (a gzip stream is inflated no further than that)."""
+    cap = limits.limit("max_decoded_bytes")
+    with _opened(path) as (f, disk, gz):
+        if not gz:
+            limits.check("max_decoded_bytes", disk, "the file", DataError, f"{path}: ")
+        data = bytearray()  # in chunks: read(n) would reserve n bytes before the first one
+        while len(data) <= cap:
+            chunk = f.read(min(2 ** 20, cap + 1 - len(data)))
+            if not chunk:
+                break
+            data += chunk
+    if len(data) > cap:
+        raise DataError(f"{path}: " + (limits.exceeds("max_decoded_bytes", len(data),
+                                                      "its gunzipped data (at least)") or ""))
+    return bytes(data)
 
 
-def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
-    """Parse the bytes of an IDX file into an array in native byte order.
-
-    Raises DataError (naming ``name``) for a bad magic number, an unknown type code, or a
-    byte count that does not match the dimensions in the header.
-    """
+def _idx_header(data: bytes, name: str) -> tuple[np.dtype, tuple[int, ...], int]:
+    """(big-endian dtype, dims, header length) from the first bytes of an IDX file."""
     if len(data) < 4:
         raise DataError(f"{name}: not an IDX file: {len(data)} bytes, the header alone is 4+")
     zero, type_code, ndim = struct.unpack(">HBB", data[:4])
@@ -100,15 +138,30 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
             f"found {len(data)}"
         )
     dims = struct.unpack(f">{ndim}I", data[4:header_len])
-    dtype = np.dtype(_IDX_DTYPES[type_code])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    return np.dtype(_IDX_DTYPES[type_code]), dims, header_len
+
+
+def _idx_size_error(name: str, dims: tuple[int, ...], dtype: np.dtype, header_len: int,
+                    expected: int, found: int | str) -> DataError:
+    short = isinstance(found, int) and found < expected
+    return DataError(
+        f"{name}: {'truncated' if short else 'too long'} IDX data: header says shape "
+        f"{tuple(dims)} of {dtype.name} = {expected} bytes after the {header_len}-byte header, "
+        f"found {found}"
+    )
+
+
+def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Parse the bytes of an IDX file into an array in native byte order.
+
+    Raises DataError (naming ``name``) for a bad magic number, an unknown type code, or a
+    byte count that does not match the dimensions in the header.
+    """
+    dtype, dims, header_len = _idx_header(data, name)
+    expected = math.prod(dims) * dtype.itemsize
     found = len(data) - header_len
     if found != expected:
-        kind = "truncated" if found < expected else "too long"
-        raise DataError(
-            f"{name}: {kind} IDX data: header says shape {tuple(dims)} of {dtype.name} = "
-            f"{expected} bytes after the {header_len}-byte header, found {found}"
-        )
+        raise _idx_size_error(name, dims, dtype, header_len, expected, found)
     arr = np.frombuffer(data, dtype=dtype, offset=header_len).reshape(dims)
     return arr.astype(dtype.newbyteorder("="), copy=True)
 
@@ -116,10 +169,37 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
 def read_idx(path: PathLike) -> np.ndarray:
     """Read an IDX file (``.gz`` or uncompressed) into an array in native byte order.
 
-    Raises DataError naming the file when it is truncated, corrupt or not IDX.
+    The header's dimensions are checked against the file's size (uncompressed) and
+    ``max_decoded_bytes`` before the data is read; a gzip stream is inflated straight into the
+    array and no further than the size the header declares (and one byte more, to tell a file
+    that is too long).  Raises DataError naming the file when it is truncated, corrupt or not
+    IDX.
     """
     path = Path(path)
-    return parse_idx(_read_bytes(path), str(path))
+    name = str(path)
+    with _opened(path) as (f, disk, gz):
+        head = f.read(4)
+        if len(head) == 4:
+            head += f.read(4 * head[3])
+        dtype, dims, header_len = _idx_header(head, name)
+        expected = math.prod(dims) * dtype.itemsize
+        if not gz and disk - header_len != expected:  # known from the size alone
+            raise _idx_size_error(name, dims, dtype, header_len, expected, disk - header_len)
+        limits.check("max_decoded_bytes", expected, f"its data (shape {tuple(dims)} of "
+                     f"{dtype.name}, as its header says)", DataError, f"{name}: ")
+        if gz and expected > _DEFLATE_RATIO * disk:
+            raise DataError(f"{name}: corrupt IDX header: it declares shape {tuple(dims)} of "
+                            f"{dtype.name} = {expected:,} bytes, but a gzip file of {disk:,} bytes "
+                            f"holds at most {_DEFLATE_RATIO * disk:,} (deflate's {_DEFLATE_RATIO}:1)")
+        arr = np.empty(dims, dtype.newbyteorder("="))
+        got = _read_into(f, memoryview(arr.reshape(-1).view(np.uint8)))
+        if got < expected:
+            raise _idx_size_error(name, dims, dtype, header_len, expected, got)
+        if f.read(1):
+            raise _idx_size_error(name, dims, dtype, header_len, expected, f"more than {expected}")
+    if dtype.itemsize > 1 and dtype != dtype.newbyteorder("="):
+        arr.byteswap(inplace=True)  # the file is big-endian; the bytes were read as they lie
+    return arr
 
 
 # ---------------------------------------------------------------------------------- CIFAR-10
@@ -276,11 +356,14 @@ def read_cifar_archive(path: PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarr
             for info in tar:
                 base = info.name.rsplit("/", 1)[-1]
                 if info.isfile() and base.removesuffix(".bin") in (*_TRAIN_BATCHES, "test_batch"):
+                    limits.check("max_decoded_bytes", info.size, f"member {base!r}", DataError,
+                                 f"{path}: ")
                     f = tar.extractfile(info)
                     assert f is not None
                     members[base] = f.read()
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise DataError(f"{path}: truncated or corrupt archive ({exc})") from exc
+        raise DataError(f"{path}: truncated or corrupt archive ({' '.join(str(exc).split())})"
+                        ) from exc
     binary = "test_batch.bin" in members
     suffix = ".bin" if binary else ""
     needed = [b + suffix for b in (*_TRAIN_BATCHES, "test_batch")]

@@ -9,15 +9,23 @@ saying how to install it.
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import limits
 from .formats import DataError
 
 __all__ = ["IMAGE_EXTENSIONS", "load_image", "load_image_folder", "image_folder_classes",
-           "border_level", "estimate_background", "load_image_for_model"]
+           "border_level", "estimate_background", "load_image_for_model", "open_image",
+           "choose_input_shape", "FOLDER_SIDE"]
+
+#: The longer side an image folder of larger images is trained at by default (the aspect ratio
+#: kept): a 1000×750 photo becomes 64×48; ``--input-size HxW`` chooses another.
+FOLDER_SIDE = 64
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _FITS = ("stretch", "crop", "pad")
@@ -31,6 +39,55 @@ def _pil() -> Any:
             "reading image files needs Pillow: pip install pillow"
         ) from exc
     return Image, ImageOps
+
+
+def open_image(path: str | os.PathLike[str]) -> Any:
+    """The Pillow image of ``path``, opened (header read, nothing decoded yet) and checked
+    against ``max_pixels``: Pillow's decompression-bomb limit is set to it and its warning
+    becomes convscope's one-line DataError, never a Python warning line."""
+    Image, _ = _pil()
+    cap = limits.limit("max_pixels")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's notes on odd headers: never a warning line
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # but this one refuses
+        Image.MAX_IMAGE_PIXELS = None  # the header is read; the size is checked just below
+        try:
+            img = Image.open(path)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            found = re.search(r"\((\d+) pixels\)", str(exc))  # a plugin's own check
+            raise DataError(f"{path}: " + (limits.exceeds(
+                "max_pixels", int(found.group(1)) if found else cap + 1, "the image's size in "
+                "pixels") or "")) from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = cap  # Pillow's own check, elsewhere, at convscope's limit
+    msg = limits.exceeds("max_pixels", img.width * img.height,
+                         f"the image's size ({img.width}×{img.height}) in pixels")
+    if msg:
+        img.close()
+        raise DataError(f"{path}: {msg}")
+    return img
+
+
+def _decode(path: str | os.PathLike[str], w: int, h: int) -> Any:
+    """The decoded image of ``path``, no larger than needed for a (w, h) target: a JPEG is
+    decoded at 1/2, 1/4 or 1/8 scale (``draft``), another format reduced by a whole factor
+    after decoding (``reduce``), always staying at least twice (JPEG) or three times the
+    target's size, as ``resize(reducing_gap=3)`` would reduce it anyway."""
+    _, ImageOps = _pil()
+    with open_image(path) as opened:
+        if opened.format == "JPEG":
+            side = 2 * max(w, h)  # either way round: EXIF may turn the photo
+            opened.draft(opened.mode, (side, side))
+        opened.load()
+        img = opened
+        ImageOps.exif_transpose(img, in_place=True)  # before reduce, which drops the EXIF
+        factor = min(img.width, img.height) // (3 * max(w, h))  # as resize's reducing_gap
+        if factor >= 2 and img.mode not in ("P", "1"):
+            try:
+                img = img.reduce(factor)
+            except (ValueError, NotImplementedError):  # a mode reduce does not take
+                pass
+    return img
 
 
 def _check_shape(input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -102,18 +159,22 @@ def load_image(source: str | os.PathLike[str] | Any, input_shape: tuple[int, int
     Image, ImageOps = _pil()
     name = str(source) if isinstance(source, (str, os.PathLike)) else "<image>"
     try:
-        if isinstance(source, (str, os.PathLike)):
-            with Image.open(source) as opened:
-                opened.load()
-                img = opened
-        else:
-            img = source
-        img = ImageOps.exif_transpose(img) or img
-        img = _resize(_to_mode(img, c, background), h, w, fit, background)
+        with warnings.catch_warnings():  # Pillow's notes (corrupt EXIF, ...): it still reads
+            warnings.simplefilter("ignore")
+            if isinstance(source, (str, os.PathLike)):
+                img = _decode(source, w, h)
+            else:
+                img = ImageOps.exif_transpose(source) or source
+            img = _resize(_to_mode(img, c, background), h, w, fit, background)
     except FileNotFoundError:
         raise DataError(f"{name}: no such image file") from None
+    except DataError:
+        raise
     except Image.DecompressionBombError as exc:
         raise DataError(f"{name}: image too large for Pillow's safety limit ({exc})") from exc
+    except MemoryError:
+        raise DataError(f"{name}: out of memory decoding the image; see the limit max_pixels "
+                        "(--max-pixels N or CONVSCOPE_MAX_PIXELS=N)") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{name}: cannot read image ({exc})") from exc
     arr = np.asarray(img, dtype=np.uint8)
@@ -144,20 +205,50 @@ def image_folder_classes(root: str | os.PathLike[str]) -> tuple[list[str], list[
 
 
 def infer_input_shape(paths: list[Path]) -> tuple[int, int, int]:
-    """(C, H, W) for a set of images: C = 1 if all are grey else 3; H, W their common size,
-    or 32 x 32 when sizes differ."""
-    Image, _ = _pil()
+    """(C, H, W) for a set of images: C = 1 if all are grey else 3; H, W their common size
+    (scaled to :data:`FOLDER_SIDE` on the longer side when larger), or 32 x 32 when sizes
+    differ.  :func:`choose_input_shape` says why."""
+    return choose_input_shape(paths)[0]
+
+
+def choose_input_shape(paths: list[Path], size: tuple[int, int] | None = None
+                       ) -> tuple[tuple[int, int, int], str]:
+    """((C, H, W), note) for a set of images: C = 1 if all are grey else 3; H, W ``size`` when
+    given, else their common size, scaled down to :data:`FOLDER_SIDE` on the longer side (the
+    aspect ratio kept) when larger, or 32 x 32 when sizes differ.  ``note`` says what was
+    chosen when the images are resized by default ('' when they are not)."""
+    c, sizes = _scan(paths)
+    if size is not None:
+        limits.check("max_pixels", int(size[0]) * int(size[1]), f"the input size "
+                     f"{size[0]}x{size[1]} in pixels", DataError)
+        return (c, int(size[0]), int(size[1])), ""
+    if len(sizes) != 1:
+        return (c, 32, 32), (f"the images have {len(sizes)} different sizes: each is resized to "
+                             "32x32 (H x W); choose with --input-size HxW")
+    h, w = sizes.pop()
+    if max(h, w) <= FOLDER_SIDE:
+        return (c, h, w), ""
+    scale = FOLDER_SIDE / max(h, w)
+    sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+    return (c, sh, sw), (f"the images are {h}x{w} (H x W): each is resized to {sh}x{sw}, "
+                         f"{FOLDER_SIDE} on the longer side, for a model of sensible size; choose "
+                         "with --input-size HxW")
+
+
+def _scan(paths: list[Path]) -> tuple[int, set[tuple[int, int]]]:
+    """(1 if every image is grey else 3, the set of their (H, W)): headers only."""
     grey, sizes = True, set()
     for p in paths:
         try:
-            with Image.open(p) as img:
+            with open_image(p) as img:
                 sizes.add((img.height, img.width))
                 if img.mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
                     grey = grey and img.mode == "P" and _palette_is_grey(img)
+        except DataError:
+            raise
         except (OSError, ValueError, SyntaxError) as exc:
             raise DataError(f"{p}: cannot read image ({exc})") from exc
-    h, w = sizes.pop() if len(sizes) == 1 else (32, 32)
-    return (1 if grey else 3), h, w
+    return (1 if grey else 3), sizes
 
 
 def _palette_is_grey(img: Any) -> bool:

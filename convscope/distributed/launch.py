@@ -19,12 +19,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from .comm import MPI_MISSING
 
-__all__ = ["find_mpirun", "mpirun_command", "mpirun_env", "launch", "MpiUnavailable"]
+__all__ = ["find_mpirun", "mpirun_command", "mpirun_env", "launch", "strip_option",
+           "MpiUnavailable"]
 
 
 class MpiUnavailable(ImportError):
@@ -50,8 +52,9 @@ def find_mpirun() -> str:
 
 def mpirun_command(args: Sequence[str], workers: int, *, hostfile: str | None = None,
                    mpirun: str | None = None, python: str | None = None,
-                   module: str = "convscope") -> list[str]:
-    """The command line that runs ``python -m mpi4py -m <module> <args>`` on ``workers`` ranks."""
+                   module: str = "convscope", export: Sequence[str] = ()) -> list[str]:
+    """The command line that runs ``python -m mpi4py -m <module> <args>`` on ``workers`` ranks;
+    ``export``: environment variables passed to every rank (``-x``, for other machines too)."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"--workers must be an int >= 1, got {workers!r}")
     cmd = [mpirun or find_mpirun(), "--bind-to", "none"]
@@ -61,6 +64,8 @@ def mpirun_command(args: Sequence[str], workers: int, *, hostfile: str | None = 
         cmd += ["--hostfile", str(hostfile)]
     else:
         cmd += ["--oversubscribe"]
+    for name in export:
+        cmd += ["-x", name]
     cmd += ["-np", str(workers), python or sys.executable, "-m", "mpi4py", "-m", module]
     return cmd + list(args)
 
@@ -92,11 +97,22 @@ def strip_option(argv: Sequence[str], names: Sequence[str], takes_value: bool = 
 
 
 def launch(args: Sequence[str], workers: int, *, hostfile: str | None = None,
-           timeout: float | None = None) -> int:
+           timeout: float | None = None, env: Mapping[str, str] | None = None) -> int:
     """Run ``convscope <args>`` on ``workers`` MPI ranks and wait; returns mpirun's exit status
-    (non-zero when any rank failed).  Ctrl-C reaches every rank through mpirun."""
-    cmd = mpirun_command(args, workers, hostfile=hostfile)
-    try:
-        return subprocess.run(cmd, env=mpirun_env(), timeout=timeout, check=False).returncode
-    except KeyboardInterrupt:
-        return 130
+    (non-zero when any rank failed).  Ctrl-C reaches the workers too (the terminal signals the
+    whole process group): they stop after the current batch with a checkpoint, so this keeps
+    waiting for them instead of killing mpirun.  ``env``: variables for every rank."""
+    extra = dict(env or {})
+    cmd = mpirun_command(args, workers, hostfile=hostfile, export=sorted(extra))
+    proc = subprocess.Popen(cmd, env={**mpirun_env(), **extra})
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            return proc.wait(left)
+        except KeyboardInterrupt:
+            continue
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise

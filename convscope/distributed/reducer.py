@@ -21,6 +21,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..runtime import synchronize, to_host, xp_of
 from .comm import Communicator
 
 __all__ = ["GradReducer", "StepTotals", "walk", "state_signature", "check_signature",
@@ -93,7 +94,7 @@ class GradReducer:
                             f"{', '.join(dtypes)}")
         self.dtype = entries[0][2].dtype
         self.count = int(sum(g.size for _, _, g in entries))
-        self.buffer = np.zeros(self.count + self.SLOTS, self.dtype)
+        self.buffer = xp_of(entries[0][2]).zeros(self.count + self.SLOTS, self.dtype)  # grads' device
         self.grads = self.buffer[:self.count]     # every gradient, flat
         self.slots = self.buffer[self.count:]
         self._views: list[np.ndarray] = []
@@ -142,7 +143,7 @@ class GradReducer:
             g[...] = 0
         s = self.slots
         s[0], s[1], s[2], s[3] = n_local, loss_sum, correct, float(bool(stop))
-        self.comm.allreduce_(self.buffer)
+        staged(self.comm.allreduce_, self.buffer)
         n = int(round(float(s[0])))
         if n:
             g /= n
@@ -194,12 +195,10 @@ def broadcast_state(model: Any, comm: Communicator, optimizer: Any = None) -> No
     if optimizer is not None:
         arrays += [v for _, v in sorted(optimizer.state_dict()["arrays"].items())]
     for a in arrays:
-        if isinstance(a, np.ndarray) and a.flags.c_contiguous:
+        if type(a) is np.ndarray and a.flags.c_contiguous:
             comm.bcast_(a)
-        else:  # a 0-d or strided array: through a contiguous copy
-            tmp = np.ascontiguousarray(a)
-            comm.bcast_(tmp)
-            a[...] = tmp
+        else:  # a 0-d or strided array: through a contiguous copy (a device's: via the host)
+            staged(comm.bcast_, a)
 
 
 def average_buffers(model: Any, comm: Communicator) -> int:
@@ -211,12 +210,12 @@ def average_buffers(model: Any, comm: Communicator) -> int:
     floats = [v for v in model.buffers.values() if np.issubdtype(v.dtype, np.floating)]
     if not floats:
         return 0
-    flat = np.concatenate([v.ravel().astype(np.float64) for v in floats])
+    flat = np.concatenate([to_host(v).ravel().astype(np.float64) for v in floats])
     comm.allreduce_(flat)
     flat /= comm.size
     offset = 0
     for v in floats:
-        v[...] = flat[offset:offset + v.size].reshape(v.shape)
+        v[...] = xp_of(v).asarray(flat[offset:offset + v.size].reshape(v.shape), dtype=v.dtype)
         offset += v.size
     return int(flat.size)
 
@@ -224,7 +223,7 @@ def average_buffers(model: Any, comm: Communicator) -> int:
 def _checksum(model: Any) -> int:
     crc = 0
     for v in model.state_dict().values():
-        crc = zlib.crc32(np.ascontiguousarray(v).tobytes(), crc)
+        crc = zlib.crc32(np.ascontiguousarray(to_host(v)).tobytes(), crc)
     return crc
 
 
@@ -239,6 +238,21 @@ def check_replicas(model: Any, comm: Communicator, what: str = "parameters") -> 
         raise ReplicaMismatch(f"the workers' {what} have drifted apart (CRC-32 from "
                               f"{int(-span[1]):08x} to {int(span[0]):08x}); this is a bug: "
                               "please report it")
+
+
+def staged(collective: Any, buf: Any) -> Any:
+    """``collective(buf)`` (``comm.allreduce_`` or ``comm.bcast_``) on a contiguous host copy
+    of ``buf``, written back: how a GPU's arrays go through an MPI that is not CUDA-aware (the
+    PyPI Open MPI).  The device's queued kernels finish first (``synchronize``), or MPI would
+    read memory they have not written yet (pylops-mpi PR #182).  Returns ``buf``."""
+    if type(buf) is np.ndarray and buf.flags.c_contiguous:
+        return collective(buf)
+    if type(buf) is not np.ndarray:
+        synchronize(buf)
+    host = np.ascontiguousarray(to_host(buf))
+    collective(host)
+    buf[...] = host if type(buf) is np.ndarray else xp_of(buf).asarray(host)
+    return buf
 
 
 def set_batch_shard(model: Any, start: int, stop: int, total: int) -> None:

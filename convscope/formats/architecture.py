@@ -162,7 +162,10 @@ def read_entry(index: str, spec: Any) -> SpecReader:
     if "type" not in spec:
         raise ArchitectureError(f"layer {index} ({json.dumps(spec, default=repr)}): no 'type'; "
                                 f"one of {supported('json')}, {', '.join(_NOT_LAYERS)}")
-    written = spec["type"].lower() if isinstance(spec["type"], str) else spec["type"]
+    if not isinstance(spec["type"], str):
+        raise ArchitectureError(f"layer {index}: 'type' must be a name such as \"relu\", got "
+                                f"{json.dumps(spec['type'], default=repr)[:80]}")
+    written = spec["type"].lower()
     if written in _NOT_LAYERS:  # ConvNetJS' softmax: fc class scores (softmax is in the loss)
         kind, keys = (lookup("fc") if written == "softmax" else None), _NOT_LAYERS[written]
     else:

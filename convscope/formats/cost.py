@@ -11,8 +11,9 @@ from typing import Sequence
 import numpy as np
 
 from .. import limits
-from ..errors import ArchitectureError
+from ..errors import ArchitectureError, ShapeError
 from ..layers.base import Layer, Shape
+from ..layers.container import Sequential
 
 __all__ = ["Cost", "cost_of", "check_cost"]
 
@@ -30,16 +31,24 @@ class Cost:
 
 
 def _outputs(layer: Layer, shape: Shape) -> tuple[int, Shape]:
-    """(numbers in every output inside ``layer`` on per-image ``shape``, its output shape)."""
+    """(numbers in every output inside ``layer`` on per-image ``shape``, its output shape).
+    A Sequential's children run one after the other; any other container's (Residual's,
+    Concat's branches) each on the container's input."""
     kids = layer.children()
+    out = tuple(layer.output_shape(shape))
     if not kids:
-        out = tuple(layer.output_shape(shape))
         return math.prod(out), out
     total, inner = 0, tuple(shape)
-    for _, child in kids:  # in order, as a Sequential runs them
-        n, inner = _outputs(child, inner)
+    series = isinstance(layer, Sequential)
+    for _, child in kids:
+        try:
+            n, inner = _outputs(child, inner if series else tuple(shape))
+        except ShapeError:
+            if series:
+                raise
+            n = 0  # a container whose children are wired otherwise: its own output only
         total += n
-    return total, tuple(layer.output_shape(shape))
+    return total + (0 if series else math.prod(out)), out
 
 
 def cost_of(model: Layer, input_shape: Sequence[int]) -> Cost:

@@ -14,6 +14,7 @@ Training checkpoints (``format`` "convscope.checkpoint") use the same container 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,12 +126,15 @@ class SavedModel:
 def save_model(path: str | os.PathLike[str], model: Sequential, classes: Sequence[str], *,
                normalization: Normalizer | Mapping[str, Any] | None = None,
                background: int | None = None, dataset: str | None = None,
-               arch_name: str | None = None, training: Mapping[str, Any] | None = None) -> Path:
+               arch_name: str | None = None, training: Mapping[str, Any] | None = None,
+               data: Mapping[str, Any] | None = None) -> Path:
     """Write ``model`` (built, with ``input_shape``) as one ``.safetensors`` model file.
 
     The metadata holds the architecture, input shape, ``classes``, ``normalization`` (mean/std
-    per channel), the training images' ``background`` grey level, the dataset and free-form
-    ``training`` notes.  Written atomically; returns the path.
+    per channel), the training images' ``background`` grey level, the dataset, free-form
+    ``training`` notes and ``data``: the record of an image folder (its absolute path, class
+    names and counts: convscope/data/record.py) that finds it again.  Written atomically;
+    returns the path.  Weights that are not all finite are refused (they could not be loaded).
     """
     if model.input_shape is None:
         raise ValueError("save_model: the model has no input_shape; build it first")
@@ -147,14 +151,40 @@ def save_model(path: str | os.PathLike[str], model: Sequential, classes: Sequenc
             "background": background, "dataset": dataset,
             "convscope_version": __version__,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "training": dict(training or {})}
+            "training": dict(training or {}), "data": dict(data) if data else None}
     tensors = {k: np.asarray(v) for k, v in model.state_dict().items()}
+    # -- never a model file that load_model refuses: NaN or infinite weights --
+    bad = next((k for k, v in tensors.items() if v.dtype.kind == "f" and not np.isfinite(v).all()),
+               None)
+    if bad is not None:
+        raise ValueError(f"save_model: tensor {bad!r} holds NaN or infinite values; not written")
     return write_safetensors(path, tensors, MODEL_FORMAT, meta)
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The JSON metadata of a model file, without building the model."""
     return read_safetensors(path, MODEL_FORMAT)[1]
+
+
+def _shape3(value: Any) -> tuple[int, int, int]:
+    shape = tuple(int(v) for v in value)
+    if len(shape) != 3 or min(shape) < 1 or any(float(v) != int(v) for v in value):
+        raise ValueError(value)
+    return shape  # type: ignore[return-value]
+
+
+def _meta_field(path: Path, meta: Mapping[str, Any], key: str, parse: Any, needs: str,
+                default: Any = None) -> Any:
+    """``parse(meta[key])``, or a ModelFileError naming the field and what it needs."""
+    if key not in meta and default is None:
+        raise ModelFileError(f"{path}: the metadata has no {key!r} ({needs}); not a model file "
+                             "of convscope train, or a damaged one")
+    value = meta.get(key, default)
+    try:
+        return parse(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ModelFileError(f"{path}: the metadata's {key!r} is {json.dumps(value)[:60]}; it "
+                             f"must be {needs}") from None
 
 
 def load_model(path: str | os.PathLike[str]) -> SavedModel:
@@ -165,13 +195,10 @@ def load_model(path: str | os.PathLike[str]) -> SavedModel:
     """
     path = Path(path)
     tensors, meta = read_safetensors(path, MODEL_FORMAT)
-    try:
-        classes = [str(c) for c in meta["classes"]]
-        shape = tuple(int(s) for s in meta["input_shape"])
-        arch = meta["architecture"]
-        dtype = np.dtype(meta.get("dtype", "float32"))
-    except (KeyError, TypeError, ValueError, OverflowError) as exc:
-        raise ModelFileError(f"{path}: metadata lacks a valid {exc}") from None
+    classes = _meta_field(path, meta, "classes", lambda v: [str(c) for c in v], "a list of names")
+    shape = _meta_field(path, meta, "input_shape", _shape3, "3 whole numbers C, H, W")
+    arch = _meta_field(path, meta, "architecture", lambda v: v, "a list of layers")
+    dtype = _meta_field(path, meta, "dtype", np.dtype, "float32 or float64", "float32")
     try:
         unknown = unregistered_types(arch)
     except (ArchitectureError, RecursionError) as exc:
@@ -202,13 +229,23 @@ def load_model(path: str | os.PathLike[str]) -> SavedModel:
     limits.check("max_pixels", shape[1] * shape[2], f"its input {'x'.join(map(str, shape))} "
                  "(C x H x W): the pixels", ModelFileError, f"{path}: ")
     check_cost(cost_of(model, shape), str(path), params=False, error=ModelFileError)
+    # -- H2: no wrong answers: each tensor of the architecture's dtype, and finite --
+    for k, target in own.items():
+        if tensors[k].dtype != target.dtype:
+            raise ModelFileError(f"{path}: tensor {k!r} is stored as {tensors[k].dtype}, the "
+                                 f"architecture's weights are {target.dtype}; corrupt header")
+        if tensors[k].dtype.kind == "f" and not np.isfinite(tensors[k]).all():
+            raise ModelFileError(f"{path}: tensor {k!r} holds NaN or infinite values; the "
+                                 "model cannot predict (retrain, or use an earlier model file)")
     model.adopt(tensors)  # the file's arrays become the weights: none is drawn, none copied twice
     model.eval()
     norm = meta.get("normalization")
     try:
         normalizer = Normalizer.from_dict(norm) if norm else None
-    except ValueError as exc:
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ModelFileError(f"{path}: bad normalization metadata ({exc})") from None
     bg = meta.get("background")
-    return SavedModel(model, classes, shape, arch, normalizer,
-                      int(bg) if bg is not None else None, meta, path)
+    if bg is not None and (isinstance(bg, bool) or not isinstance(bg, int) or not 0 <= bg <= 255):
+        raise ModelFileError(f"{path}: bad background metadata: {bg!r}, expected a grey level "
+                             "0..255 or null")
+    return SavedModel(model, classes, shape, arch, normalizer, bg, meta, path)

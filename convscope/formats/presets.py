@@ -2,7 +2,8 @@
 giving JSON layer lists (formats/architecture.py builds them); and input shapes read from
 text or JSON.
 
-``lecture`` (the lecture's CONV-RELU-CONV-RELU-POOL-FC), ``lenet5``, ``cifar``, ``fashion``.
+``lecture`` (the lecture's CONV-RELU-CONV-RELU-POOL-FC), ``lenet5``, ``cifar``, ``fashion``, and
+the residual nets ``resnet_small`` (28×28 grey) and ``resnet20`` (He et al.'s CIFAR ResNet-20).
 """
 
 from __future__ import annotations
@@ -97,13 +98,56 @@ def _fashion(input_shape: Shape3, classes: int) -> list[Spec]:
                   {"type": "fc", "units": classes}]
 
 
+def _basic_block(filters: int, stride: int, in_filters: int) -> list[Spec]:
+    """ResNet's basic block, then ReLU: y = relu(bn(conv3x3(relu(bn(conv3x3(x))))) + shortcut(x)).
+    The shortcut is the identity where the shape stays, else a strided 1×1 conv + batch norm
+    (He et al.'s option B: a projection, so the block exports as Conv/Add nodes)."""
+    conv = {"type": "conv", "size": 3, "pad": 1, "bias": False}
+    block = [{**conv, "filters": filters, "stride": stride}, {"type": "batchnorm"},
+             {"type": "relu"}, {**conv, "filters": filters}, {"type": "batchnorm"}]
+    shortcut = None
+    if stride != 1 or in_filters != filters:
+        shortcut = [{"type": "conv", "filters": filters, "size": 1, "stride": stride,
+                     "bias": False}, {"type": "batchnorm"}]
+    return [{"type": "residual", "block": block, "shortcut": shortcut}, {"type": "relu"}]
+
+
+def _resnet(classes: int, blocks: int, widths: Sequence[int] = (16, 32, 64)) -> list[Spec]:
+    """conv3x3·16 -> bn -> relu, then per width ``blocks`` basic blocks (the first of each later
+    stage with stride 2: 32 -> 16 -> 8), global average pool, fc(classes)."""
+    out: list[Spec] = [{"type": "conv", "filters": widths[0], "size": 3, "pad": 1,
+                        "bias": False}, {"type": "batchnorm"}, {"type": "relu"}]
+    prev = widths[0]
+    for stage, filters in enumerate(widths):
+        for i in range(blocks):
+            out += _basic_block(filters, 2 if stage and not i else 1, prev)
+            prev = filters
+    return out + [{"type": "gap"}, {"type": "fc", "units": classes}]
+
+
+def _resnet20(input_shape: Shape3, classes: int) -> list[Spec]:
+    """He et al. (2015)'s CIFAR ResNet-20: 3 stages × 3 basic blocks of 16/32/64 filters on
+    32×32×3 (32 -> 16 -> 8), 6·3 + 2 = 20 weighted layers, projection shortcuts (option B) where
+    the shape changes: 272,474 parameters (option A's zero padding has 269,722; both "0.27 M")."""
+    return _resnet(classes, 3)
+
+
+def _resnet_small(input_shape: Shape3, classes: int) -> list[Spec]:
+    """A small ResNet for 28×28 grey images (Fashion-MNIST): ResNet-20's plan with 2 basic blocks
+    per stage (ResNet-14), 28 -> 14 -> 7, projection shortcuts: 174,970 parameters for 10
+    classes."""
+    return _resnet(classes, 2)
+
+
 #: Preset name -> function (input_shape, classes) -> layer list.
 PRESETS: dict[str, Callable[[Shape3, int], list[Spec]]] = {
-    "lecture": _lecture, "lenet5": _lenet5, "fashion": _fashion, "cifar": _cifar}
+    "lecture": _lecture, "lenet5": _lenet5, "fashion": _fashion, "cifar": _cifar,
+    "resnet_small": _resnet_small, "resnet20": _resnet20}
 
 #: The input each preset was designed for (used when no data says otherwise).
 PRESET_INPUT_SHAPES: dict[str, Shape3] = {
-    "lecture": (3, 32, 32), "lenet5": (1, 32, 32), "fashion": (1, 28, 28), "cifar": (3, 32, 32)}
+    "lecture": (3, 32, 32), "lenet5": (1, 32, 32), "fashion": (1, 28, 28), "cifar": (3, 32, 32),
+    "resnet_small": (1, 28, 28), "resnet20": (3, 32, 32)}
 
 
 def list_presets() -> list[str]:

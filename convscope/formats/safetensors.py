@@ -162,6 +162,14 @@ def _entries(path: Path, header: dict[str, Any], data_size: int
                                  f"of the data, the file holds {data_size:,}")
         end_max = max(end_max, end)
         out[str(name)] = (dtype, shape, begin, end)
+    # -- H2: the ranges tile the data: no byte read as two tensors, none read as none --
+    at, before = 0, "the start of the data"
+    for name, (_, _, begin, end) in sorted(out.items(), key=lambda kv: kv[1][2:]):
+        if begin != at:
+            what = "overlap" if begin < at else f"leave {begin - at:,} bytes between them unused"
+            raise ModelFileError(f"{path}: corrupt: {before} and tensor {name!r} (bytes "
+                                 f"{begin:,}..{end:,}) {what}"[:300])
+        at, before = end, f"tensor {name!r}"
     if end_max < data_size:
         raise ModelFileError(f"{path}: corrupt: {data_size - end_max:,} bytes after the last "
                              "tensor")

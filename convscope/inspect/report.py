@@ -25,19 +25,23 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .._version import __version__
-from ..data import Normalizer, load_dataset, to_float
+from ..data import Normalizer, to_float
+from ..data.record import find_dataset
 from ..formats.files import atomic_write
 from ..formats.model_file import load_model
 from ..train import METRICS, MODEL, evaluate
+from ..train.control import kept_epoch
 from ..words import nbytes_text, volume
 from . import viz
 from .explain import explain
+from .history import comparable_history, curves_picture, history_table
 from .tree import filter_layers
 
 if TYPE_CHECKING:
     from ..layers.container import Sequential
 
-__all__ = ["report_html", "write_report", "report_for_run", "RunReport", "REPORT", "CURVES"]
+__all__ = ["report_html", "write_report", "report_for_run", "RunReport", "REPORT", "CURVES",
+           "comparable_history"]
 
 REPORT, CURVES = "report.html", "curves.png"
 
@@ -120,27 +124,6 @@ def _summary_table(model: Sequential) -> str:
             + "".join(rows) + "</tbody></table></div>")
 
 
-def _history_table(history: Sequence[Mapping[str, Any]]) -> str:
-    head = ("<tr><th class=num>epoch</th><th class=num>learning rate</th><th class=num>train loss</th>"
-            "<th class=num>train accuracy</th><th class=num>validation loss</th>"
-            "<th class=num>validation accuracy</th><th class=num>seconds</th></tr>")
-    rows = []
-    for h in history:
-        def num(key: str, fmt: str) -> str:
-            v = h.get(key)
-            return "–" if v is None else format(float(v), fmt)
-        star = " ★" if h.get("best") else ""
-        rows.append(f"<tr><td class=num>{_e(h.get('epoch', ''))}{star}</td>"
-                    f"<td class=num>{num('lr', '.3g')}</td><td class=num>{num('train_loss', '.4f')}</td>"
-                    f"<td class=num>{_pct(h.get('train_accuracy'))}</td>"
-                    f"<td class=num>{num('val_loss', '.4f')}</td>"
-                    f"<td class=num>{_pct(h.get('val_accuracy'))}</td>"
-                    f"<td class=num>{num('seconds', '.1f')}</td></tr>")
-    return (f"<div class=scroll><table class=history><thead>{head}</thead><tbody>{''.join(rows)}"
-            "</tbody></table></div><p class=meta>★ best validation accuracy so far (the weights "
-            "kept)</p>")
-
-
 def _pick_samples(y: np.ndarray, pred: np.ndarray, count: int) -> list[int]:
     """Deterministic picks: first a wrong prediction (if any), then right ones of new classes."""
     wrong = [int(i) for i in np.flatnonzero(pred != y)]
@@ -163,12 +146,15 @@ def report_html(model: Sequential, classes: Sequence[str], *,
                 y_eval: np.ndarray | None = None, normalizer: Normalizer | None = None,
                 eval_name: str = "test", title: str = "convscope run",
                 info: Mapping[str, Any] | None = None, samples: int = 3, gallery: int = 16,
-                max_conv: int = 4) -> str:
+                max_conv: int = 4, label_smoothing: float | None = None) -> str:
     """The report as one HTML string (see the module's docstring).
 
     ``x_eval`` uint8 (N, C, H, W) with labels ``y_eval`` feed the sample predictions, their
     activation maps and the confusion matrix; ``normalizer`` maps them to the model's input.
-    ``info`` adds lines to the header (dataset, architecture, ...).
+    ``info`` adds lines to the header (dataset, architecture, ...).  The best epoch is the one
+    whose weights the trainer kept (:func:`~convscope.train.control.kept_epoch`); the curves
+    compare like with like (:func:`comparable_history`); ``label_smoothing`` (the run's) is named
+    in the history table.
     """
     if model.input_shape is None:
         raise ValueError("report: the model has no input_shape; build it first")
@@ -179,13 +165,13 @@ def report_html(model: Sequential, classes: Sequence[str], *,
     if x_eval is not None and y_eval is not None and len(x_eval):
         y_eval = np.asarray(y_eval, dtype=np.int64)
         ev = evaluate(model, x_eval, y_eval, normalizer=normalizer, num_classes=len(classes))
-    best = max((h for h in history if h.get("val_accuracy") is not None),
-               key=lambda h: h["val_accuracy"], default=None)
+    best = kept_epoch(history)
     cards = [(f"{summary.total_params:,}", "parameters")]
     if ev is not None:
         cards.insert(0, (_pct(ev.accuracy), f"{eval_name} accuracy ({ev.correct:,} of {ev.total:,})"))
     if best is not None:
-        cards.insert(1, (_pct(best["val_accuracy"]), f"best validation accuracy (epoch {best['epoch']})"))
+        cards.insert(1, (_pct(best["val_accuracy"]), f"validation accuracy of the kept weights "
+                                                     f"(epoch {best['epoch']})"))
     if history:
         secs = sum(float(h.get("seconds", 0) or 0) for h in history)
         cards.append((str(len(history)), f"epochs ({secs:.0f} s of training)"))
@@ -204,9 +190,9 @@ def report_html(model: Sequential, classes: Sequence[str], *,
                  f"<pre>{_e(walk)}</pre></details></section>")
     # ---- training
     if history:
-        curves = viz.training_curves(history, title="loss and accuracy per epoch")
+        curves = curves_picture(history, None, "loss and accuracy per epoch")
         parts.append(f"<section id=training><h2>Training</h2>{_img(curves, 'training curves')}"
-                     f"{_history_table(history)}</section>")
+                     f"{history_table(history, label_smoothing)}</section>")
     else:
         parts.append("<section id=training><h2>Training</h2><p class=meta>No training history "
                      "was recorded.</p></section>")
@@ -287,7 +273,8 @@ def report_for_run(run_dir: str | Path, dataset: str | None = None,
                    data_dir: str | Path | None = None, **kwargs: Any) -> Path:
     """(Re)write ``report.html`` for a finished run folder: its ``model.safetensors``,
     ``metrics.jsonl`` and the test split of its dataset (``dataset`` overrides the one the model
-    file names).  Also rewrites ``curves.png``."""
+    file names; an image folder is found by its record, data/record.py, and a dataset of other
+    classes refused).  Also rewrites ``curves.png``."""
     run = Path(run_dir)
     if not (run / MODEL).is_file():
         raise FileNotFoundError(f"{run}: no {MODEL} here; is it a run folder of `convscope train`?")
@@ -295,14 +282,16 @@ def report_for_run(run_dir: str | Path, dataset: str | None = None,
     history = _read_history(run / METRICS)
     name = dataset or saved.metadata.get("dataset")
     x = y = None
-    if name:
-        ds = load_dataset(name, data_dir, download=False)
+    if name or saved.metadata.get("data"):
+        ds = find_dataset(saved.metadata, dataset, data_dir, classes=saved.classes)
         if tuple(ds.input_shape) != tuple(saved.input_shape):
             raise ValueError(f"dataset {name!r} has images {ds.input_shape} but the model takes "
                              f"{saved.input_shape}")
-        x, y = ds.x_test, ds.y_test
+        x, y = (ds.x_test, ds.y_test) if len(ds.y_test) else (None, None)
     if history:
-        viz.training_curves(history, run / CURVES, title=f"{run.name}: loss and accuracy per epoch")
+        curves_picture(history, run / CURVES, f"{run.name}: loss and accuracy per epoch")
+    kwargs.setdefault("label_smoothing", ((saved.metadata.get("training") or {}).get("config")
+                                          or {}).get("label_smoothing"))
     info = {"run": run.name, "dataset": name, "architecture": saved.metadata.get("arch_name"),
             "input": volume(saved.input_shape), "model file": MODEL}
     return write_report(run, saved.model, saved.classes, history=history, x_eval=x, y_eval=y,
@@ -341,8 +330,8 @@ class RunReport:
         if self.disabled or trainer.run_dir is None:
             return
         try:
-            viz.training_curves(trainer.history, trainer.run_dir / CURVES,
-                                title=f"{trainer.run_dir.name}: loss and accuracy per epoch")
+            curves_picture(trainer.history, trainer.run_dir / CURVES,
+                    f"{trainer.run_dir.name}: loss and accuracy per epoch")
         except ImportError as exc:
             self._skip(exc)
 
@@ -357,7 +346,8 @@ class RunReport:
             self.report_path = write_report(
                 trainer.run_dir, trainer.model, trainer.classes, history=trainer.history,
                 x_eval=self.x_eval, y_eval=self.y_eval, normalizer=trainer.normalizer,
-                eval_name=self.eval_name, title=f"convscope run {trainer.run_dir.name}", info=info)
+                eval_name=self.eval_name, title=f"convscope run {trainer.run_dir.name}", info=info,
+                label_smoothing=trainer.config.label_smoothing)
         except ImportError as exc:
             self._skip(exc)
             return

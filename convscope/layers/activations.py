@@ -218,3 +218,58 @@ class Tanh(Layer):
     @classmethod
     def example(cls, dtype: Any = None) -> tuple[Layer, Shape]:
         return cls(), (2, 3, 4)
+
+
+@register_layer("relu6", onnx_ops=("Clip",), torch=("ReLU6",))
+class ReLU6(Layer):
+    """min(max(0, x), 6) (MobileNet's); gradient 1 where 0 < x < 6 (or NaN), else 0, as
+    PyTorch's hardtanh(x, 0, 6).  Any shape."""
+
+    def forward(self, x: Array) -> Array:
+        self._check(x, _ANY, "(N, ...)")
+        xp = xp_of(x)
+        y = xp.clip(x, 0, 6)
+        if not grad_enabled():
+            return self._keep(None, y)
+        # the gradient passes unless x <= 0 or x >= 6 (so NaN passes it, as in PyTorch)
+        return self._keep(~((x <= 0) | (x >= 6)), y)
+
+    def backward(self, dy: Array) -> Array:
+        mask = self._take(dy)
+        return dy * mask
+
+    # -- explain --
+    def explain(self, input_shape: Shape, ctx: Any) -> Any:
+        return _elementwise(self, "RELU", "RELU6: min(max(0, x), 6)", input_shape, ctx)
+
+    # -- ONNX --
+    def to_onnx(self, g: Any, x: str, input_shape: Shape) -> str:
+        """Clip with inputs min 0 and max 6 (opset 11 on)."""
+        return g.node("Clip", [x, g.tensor("min", 0.0), g.tensor("max", 6.0)])
+
+    @classmethod
+    def from_onnx(cls, node: Any, g: Any, input_shape: Shape) -> Layer | None:
+        """Clip(0, 6), its bounds as inputs (opset 11 on) or attributes (older); another Clip is
+        not a ReLU6 (None)."""
+        a = g.attrs(node)
+        low = g.const(node, 1, "Clip min", required=False) if len(node.input) > 1 else a.get("min")
+        high = g.const(node, 2, "Clip max", required=False) if len(node.input) > 2 else a.get("max")
+        if low is None or high is None or float(low) != 0.0 or float(high) != 6.0:
+            return None
+        return cls()
+
+    # -- PyTorch --
+    def to_torch(self, torch: Any) -> Any:
+        return torch.nn.ReLU6()
+
+    @classmethod
+    def from_torch(cls, module: Any, torch: Any) -> Layer:
+        return cls()
+
+    # -- JSON --
+    elementwise = True  # a conv or fc entry's "activation" key may name it
+
+    @classmethod
+    def example(cls, dtype: Any = None) -> tuple[Layer, Shape]:
+        return cls(), (2, 3, 4)
+

@@ -9,7 +9,8 @@ PyTorch accumulates ``.grad``; :meth:`zero_grad` clears them).  ``params``, ``gr
 What a layer is in every format lives with the layer, as hooks with defaults here (Keras'
 ``get_config``, PyTorch's ``symbolic``): ``to_spec``/``from_spec`` (the JSON architecture entry),
 ``explain`` (the lecture's sentence), ``param_formula``/``macs``, ``to_onnx``/``from_onnx``,
-``to_torch``/``from_torch``, and traits.  The kind's name and the ONNX operators and torch classes
+``to_torch``/``from_torch``, ``build_virtual``/``adopt`` (placeholder weights: shapes and costs
+before anything is allocated, then a file's arrays), and traits.  The kind's name and the ONNX operators and torch classes
 it reads are declared with ``@register_layer`` (layers/registry.py).  Optional libraries are
 handed to the hooks (``g`` wraps the onnx graph API, ``torch`` is the torch module); a layer never
 imports them.
@@ -21,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..runtime import grad_enabled, xp_of
+from ..runtime import Device, device_of, get_device, grad_enabled, to_device, xp_of
 from ..errors import ShapeError, UnsupportedLayer
 
 Array = Any
@@ -102,6 +103,35 @@ class Layer:
         """Set every gradient to zero (backward adds into them)."""
         for g in self.grads.values():
             g[...] = 0
+
+    # -- device --
+    def to(self, device: "str | Device") -> "Layer":
+        """Move the parameters, gradients and buffers, and those of every sub-layer (through
+        :meth:`children`), to ``device``: "cpu", "cuda" (the local rank's GPU) or "cuda:N".
+        Returns self.  Arrays already there stay the same objects; the forward cache is
+        dropped.  Make optimisers after moving (or call their ``to``); the Trainer does both."""
+        dev = get_device(device)
+        for _, child in self.children():
+            child.to(dev)
+        own = vars(self)  # a container's params/grads/buffers are merged views: its children's
+        for key in ("params", "grads", "buffers"):
+            arrays = own.get(key)
+            if isinstance(arrays, dict):
+                for k, v in arrays.items():
+                    arrays[k] = to_device(v, dev)
+        self._cache, self._out_shape = None, None
+        self._moved_to(dev)
+        return self
+
+    def _moved_to(self, device: "Device") -> None:
+        """Hook for state other than params, grads and buffers (Dropout's device generator)."""
+
+    @property
+    def device(self) -> str:
+        """Where the parameters and buffers live: "cpu" (also when there are none), "cuda:N"."""
+        for v in (*self.params.values(), *self.buffers.values()):
+            return device_of(v)
+        return "cpu"
 
     # -- shapes and the summary --------------------------------------------------------------
     def build(self, input_shape: Shape, rng: np.random.Generator | None = None) -> Shape:

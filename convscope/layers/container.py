@@ -12,7 +12,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..runtime import no_grad, xp_of
+from ..runtime import device_of, no_grad, to_device, xp_of
 from ..errors import ShapeError
 from ..init import make_rng
 from ..inspect.explain import ExplainContext, Explanation, Told
@@ -156,6 +156,13 @@ class Sequential(Layer):
         for layer in self.layers:
             layer.zero_grad()
 
+    # -- device --
+    def to(self, device: Any) -> "Sequential":
+        """Every layer's parameters, gradients and buffers to ``device`` (Layer.to, through
+        children()); returns self: ``net = Sequential(...).to("cuda")``."""
+        super().to(device)
+        return self
+
     @property  # type: ignore[override]
     def params(self) -> dict[str, Array]:
         """Every parameter, keyed '<layer index>.<name>' as in PyTorch; the arrays themselves."""
@@ -211,7 +218,8 @@ class Sequential(Layer):
 
     # -- inference -----------------------------------------------------------------------------
     def predict(self, x: Array, batch_size: int = 256) -> Array:
-        """Outputs for x in evaluation mode, ``batch_size`` images at a time; keeps no caches."""
+        """Outputs for x in evaluation mode, ``batch_size`` images at a time; keeps no caches.
+        Each batch goes to the model's device; the outputs come back to x's."""
         if batch_size < 1:
             raise ValueError(f"predict: batch_size must be >= 1, got {batch_size}")
         was_training = self.training
@@ -219,10 +227,11 @@ class Sequential(Layer):
         try:
             with no_grad():
                 starts = range(0, len(x), batch_size) or [0]  # no images: an empty (0, ...) result
-                outs = [self.forward(x[i:i + batch_size]) for i in starts]
+                here = self.device
+                outs = [self.forward(to_device(x[i:i + batch_size], here)) for i in starts]
         finally:
             self.train(was_training)
-        return xp_of(x).concatenate(outs)
+        return to_device(xp_of(outs[0]).concatenate(outs), device_of(x))
 
     # -- state ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Array]:

@@ -299,14 +299,15 @@ class Dropout(Layer):
         if not self.training or self.p == 0.0:
             return self._keep(None, x)
         xp = xp_of(x)
+        rng = self.rng if xp is np else self._device_rng(xp)  # a device draws its own mask
         if self.shard is None:
-            keep = self.rng.random(x.shape, dtype=x.dtype) >= self.p
+            keep = rng.random(x.shape, dtype=x.dtype) >= self.p
         else:
             start, stop, total = self.shard
             if stop - start != x.shape[0]:
                 raise ShapeError(f"{self!r}: shard {start}:{stop} of a global batch of {total} "
                                  f"holds {stop - start} images, the input {x.shape[0]}")
-            mask = self.rng.random((total,) + tuple(x.shape[1:]), dtype=x.dtype)
+            mask = rng.random((total,) + tuple(x.shape[1:]), dtype=x.dtype)
             keep = mask[start:stop] >= self.p
         scale = xp.asarray(keep, dtype=x.dtype) * (0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p))
         return self._keep(scale, x * scale)
@@ -314,6 +315,18 @@ class Dropout(Layer):
     def backward(self, dy: Array) -> Array:
         scale = self._take(dy)
         return dy if scale is None else dy * scale
+
+    # -- device --
+    def _device_rng(self, xp: Any) -> Any:
+        """The device's ``xp.random.default_rng``, seeded once from :attr:`rng` (one draw): the
+        mask is drawn where the input is, no copy per step; the CPU path uses :attr:`rng`."""
+        held = vars(self).get("_device_gen")
+        if held is None or held[0] is not xp:
+            held = self._device_gen = (xp, xp.random.default_rng(int(self.rng.integers(2 ** 63))))
+        return held[1]
+
+    def _moved_to(self, device: Any) -> None:
+        vars(self).pop("_device_gen", None)  # a new device: a new generator, seeded from rng
 
     # -- training state --
     def rng_state(self) -> dict[str, Any]:
@@ -329,6 +342,7 @@ class Dropout(Layer):
         bits = kind()
         bits.state = state
         self.rng = np.random.Generator(bits)
+        vars(self).pop("_device_gen", None)  # a device re-seeds from the restored generator
 
     # -- explain --
     def explain(self, input_shape: Shape, ctx: Any) -> Any:

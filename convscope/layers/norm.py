@@ -97,10 +97,13 @@ class _BatchNorm(Layer):
             if self.training and m < 2:
                 raise ShapeError(f"{self!r}: training needs more than one value per channel to "
                                  f"compute a variance, got input shape {tuple(x.shape)}")
-            if sync is None:
-                mean, var = F.batchnorm_stats(x)
+            if sync is None:  # statistics and normalisation in one go: x - mean computed once
+                y, cache, mean, var = F.batchnorm_train_forward(
+                    x, self.params.get("weight"), self.params.get("bias"), self.eps)
             if self.training and self.track_running_stats:
                 self._update_running(mean, var * (m / (m - 1)))
+            if sync is None:
+                return self._keep((cache, batch_stats, sync), y)
         else:
             mean, var = self.buffers["running_mean"], self.buffers["running_var"]
         y, cache = F.batchnorm_forward(x, mean, var, self.params.get("weight"),

@@ -15,7 +15,8 @@ finite number.  With the same seed a run repeats exactly, resumed or not.
 
 Run folder (``run_dir``): ``checkpoint.safetensors`` (the whole training state),
 ``model.safetensors`` (the best model so far, a model file), ``metrics.jsonl`` (one JSON
-object per epoch).
+object per epoch), ``.convscope.lock`` (the run lock, held while a run trains there:
+formats/run_folder.py).
 
 Modules: ``config`` (TrainConfig, the optimisers), ``schedule`` (learning_rate),
 ``evaluation`` (evaluate, Evaluation), ``checkpoint`` (what a checkpoint holds, saving and

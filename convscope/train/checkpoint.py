@@ -10,21 +10,23 @@ stochastic layer's generator, ``<layer>`` its state-dict prefix such as ``4``) a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from ..errors import ModelFileError
 from ..formats.model_file import CHECKPOINT_FORMAT, read_safetensors, save_model, write_safetensors
 from ..layers.base import Layer
+from ..runtime import to_host
 from .config import TrainConfig
 
 __all__ = ["CHECKPOINT", "MODEL", "METRICS", "SECTIONS", "rng_to_array", "rng_from_array",
            "stochastic_layers", "seed_stochastic", "fingerprint", "split_sections",
            "check_weights", "state_arrays", "state_meta", "save_state", "load_state",
-           "check_same_data", "write_model"]
+           "check_same_data", "write_model", "on_host"]
 
 CHECKPOINT, MODEL, METRICS = "checkpoint.safetensors", "model.safetensors", "metrics.jsonl"
 SECTIONS = ("model", "optim", "rng", "best")
@@ -111,8 +113,8 @@ def check_weights(own: Mapping[str, np.ndarray], saved: Mapping[str, np.ndarray]
 
 def state_arrays(trainer: Any) -> dict[str, np.ndarray]:
     """The trainer's arrays: weights, optimiser moments, generators, best weights."""
-    arrays = {f"model.{k}": np.asarray(v) for k, v in trainer.model.state_dict().items()}
-    arrays.update({f"optim.{k}": np.asarray(v)
+    arrays = {f"model.{k}": to_host(v) for k, v in trainer.model.state_dict().items()}
+    arrays.update({f"optim.{k}": to_host(v)
                    for k, v in trainer.optimizer.state_dict()["arrays"].items()})
     for key, layer in trainer.stochastic:
         state = layer.rng_state()
@@ -179,6 +181,34 @@ def write_model(trainer: Any, path: Path) -> Path:
     info = trainer.model_info
     training = {**info.get("training", {}), "config": trainer.config.to_dict(),
                 "epochs_trained": trainer.epoch, "best": trainer.best}
-    return save_model(path, trainer.model, trainer.classes, normalization=trainer.normalizer,
-                      background=info.get("background"), dataset=info.get("dataset"),
-                      arch_name=info.get("arch_name"), training=training)
+    with on_host(trainer.model):
+        return save_model(path, trainer.model, trainer.classes, normalization=trainer.normalizer,
+                          background=info.get("background"), dataset=info.get("dataset"),
+                          arch_name=info.get("arch_name"), training=training,
+                          data=info.get("data"))
+
+
+@contextlib.contextmanager
+def on_host(model: Layer) -> Iterator[Layer]:
+    """Within the block, ``model``'s parameters and buffers (every layer's, through
+    ``children()``) are host copies, for what reads NumPy arrays (model files, pictures,
+    callbacks); the device arrays are put back after, the same objects, so optimisers and the
+    flat gradient buffer still hold them.  A model on the CPU is left as it is."""
+    if model.device == "cpu":
+        yield model
+        return
+    swapped: list[tuple[dict, dict]] = []
+    todo = [model]
+    while todo:
+        layer = todo.pop()
+        todo.extend(child for _, child in _children(layer))
+        for key in ("params", "buffers"):
+            arrays = vars(layer).get(key)
+            if isinstance(arrays, dict) and arrays:
+                swapped.append((arrays, dict(arrays)))
+                arrays.update({k: to_host(v) for k, v in arrays.items()})
+    try:
+        yield model
+    finally:
+        for arrays, device_arrays in swapped:
+            arrays.update(device_arrays)

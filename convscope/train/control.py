@@ -10,10 +10,15 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+import numpy as np
+
 from ..errors import TrainingDiverged
+from ..ops.loss import log_softmax
+from ..runtime import xp_of
 
 __all__ = ["emit", "progress_bar", "show_progress", "stop_on_sigint", "epoch_metrics", "epoch_line",
-           "better", "diverged", "class_names"]
+           "better", "kept_epoch", "unsmoothed_loss_sum", "all_workers_sum", "diverged",
+           "class_names"]
 
 _OTHER_EVENTS = ("on_train_begin", "on_batch_end", "on_train_end")
 
@@ -79,18 +84,55 @@ def class_names(classes: Sequence[str] | None, k: int) -> list[str]:
 
 
 def better(a: Mapping[str, float], b: Mapping[str, Any] | None) -> bool:
-    """Whether validation metrics ``a`` beat the best so far ``b`` (accuracy, then loss)."""
+    """Whether validation metrics ``a`` beat the best so far ``b``: a higher accuracy, or the
+    same accuracy with a lower loss (the one rule that picks the weights the trainer keeps)."""
     if b is None:
         return True
     return (a["val_accuracy"], -a["val_loss"]) > (b["val_accuracy"], -b["val_loss"])
 
 
+def kept_epoch(history: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The row of ``history`` (metrics.jsonl's lines) whose weights the trainer kept: :func:`better`
+    replayed over the validated epochs in order, as the trainer applies it each epoch; None
+    without validation."""
+    best = None
+    for row in history:
+        if row.get("val_accuracy") is not None and row.get("val_loss") is not None \
+                and better(row, best):
+            best = row
+    return best
+
+
+def unsmoothed_loss_sum(scores: Any, labels: Any) -> float:
+    """Σ over a batch of −log softmax(scores)[label], in float64: the cross-entropy without
+    label smoothing, summed (``scores`` (n, K), integer ``labels`` (n,); 0 for n = 0)."""
+    n = len(labels)
+    if not n:
+        return 0.0
+    xp = xp_of(scores)  # on the scores' device: one number comes back
+    logp = log_softmax(xp.asarray(scores, dtype=np.float64))
+    return float(-logp[xp.arange(n), xp.asarray(labels)].sum())
+
+
+def all_workers_sum(dp: Any, value: float) -> float:
+    """``value`` added over every worker (one scalar Allreduce; itself with one process)."""
+    if not dp.parallel:
+        return float(value)
+    return float(dp.comm.allreduce_(np.array([float(value)]), "sum")[0])
+
+
 def epoch_metrics(partial: Mapping[str, Any], epoch: int, lr: float) -> dict[str, Any]:
-    """An epoch's line of metrics.jsonl from its running sums (validation added later)."""
+    """An epoch's line of metrics.jsonl from its running sums (validation added later).
+
+    ``train_loss`` is the loss trained on (with label smoothing, if any); ``train_ce`` the same
+    batches' cross-entropy without smoothing, the measure of ``val_loss`` (absent for an epoch
+    resumed from a checkpoint that did not count it)."""
     p, seconds = partial, partial["seconds"]
-    return {"epoch": epoch, "lr": lr,
-            "train_loss": p["loss_sum"] / max(p["seen"], 1),
-            "train_accuracy": p["correct"] / max(p["seen"], 1),
+    out = {"epoch": epoch, "lr": lr,
+           "train_loss": p["loss_sum"] / max(p["seen"], 1)}
+    if p.get("ce_sum") is not None:
+        out["train_ce"] = p["ce_sum"] / max(p["seen"], 1)
+    return {**out, "train_accuracy": p["correct"] / max(p["seen"], 1),
             "seconds": round(seconds, 3),
             "images_per_second": round(p["seen"] / max(seconds, 1e-9), 1)}
 

@@ -11,7 +11,7 @@ from ..data import Normalizer
 from ..data.batches import to_float
 from ..layers.container import Sequential
 from ..losses import CrossEntropyLoss
-from ..runtime import no_grad
+from ..runtime import no_grad, to_device, to_host
 
 __all__ = ["Evaluation", "evaluate", "model_dtype", "prepare", "check_images"]
 
@@ -54,12 +54,13 @@ def evaluate(model: Sequential, x: np.ndarray, y: np.ndarray, *,
              normalizer: Normalizer | None = None, num_classes: int | None = None,
              batch_size: int = 500) -> Evaluation:
     """Mean cross-entropy, accuracy and confusion matrix of ``model`` on images ``x``
-    (N, C, H, W; uint8 or float) with labels ``y`` (N,), in evaluation mode."""
+    (N, C, H, W; uint8 or float) with labels ``y`` (N,), in evaluation mode.  A model on a
+    device gets each batch copied there and sends back its predicted classes."""
     y = np.asarray(y, dtype=np.int64)
     if len(x) != len(y):
         raise ValueError(f"evaluate: {len(x)} images but {len(y)} labels")
     k = num_classes or int(model.output_shape(tuple(x.shape[1:]))[0])
-    dtype = model_dtype(model)
+    dtype, device = model_dtype(model), getattr(model, "device", "cpu")
     confusion = np.zeros((k, k), dtype=np.int64)
     loss_sum = 0.0
     loss_fn = CrossEntropyLoss()
@@ -68,10 +69,11 @@ def evaluate(model: Sequential, x: np.ndarray, y: np.ndarray, *,
     try:
         with no_grad():
             for i in range(0, len(x), batch_size):
-                scores = model.forward(prepare(x[i:i + batch_size], normalizer, dtype))
+                scores = model.forward(to_device(prepare(x[i:i + batch_size], normalizer, dtype),
+                                                 device))
                 yb = y[i:i + batch_size]
-                loss_sum += float(loss_fn.forward(scores, yb)) * len(yb)
-                np.add.at(confusion, (yb, scores.argmax(axis=1)), 1)
+                loss_sum += float(loss_fn.forward(scores, to_device(yb, device))) * len(yb)
+                np.add.at(confusion, (yb, to_host(scores.argmax(axis=1))), 1)
     finally:
         model.train(was_training)
     total = int(len(y))

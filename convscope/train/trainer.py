@@ -17,19 +17,21 @@ from ..distributed.parallel import DataParallel
 from ..distributed.shard import evaluate_sharded
 from ..errors import TrainingDiverged
 from ..formats.model_file import atomic_write, estimate_background
+from ..formats.run_folder import RunLock
 from ..layers.container import Sequential
 from ..losses import CrossEntropyLoss
+from ..runtime import get_device, to_device, to_host, xp_of
 from . import checkpoint
-from .checkpoint import CHECKPOINT, METRICS, MODEL, fingerprint, seed_stochastic
+from .checkpoint import CHECKPOINT, METRICS, MODEL, fingerprint, on_host, seed_stochastic
 from .config import TrainConfig, make_optimizer
 from .control import (better, class_names, diverged, emit, epoch_line, epoch_metrics, progress_bar,
-                      show_progress, stop_on_sigint)
+                      show_progress, stop_on_sigint, unsmoothed_loss_sum, all_workers_sum)
 from .evaluation import Evaluation, check_images, evaluate, model_dtype
 from .schedule import learning_rate
 
 __all__ = ["Trainer", "FitResult"]
 
-_EMPTY = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+_EMPTY = {"loss_sum": 0.0, "ce_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
 
 
 @dataclass
@@ -54,7 +56,8 @@ class Trainer:
 
     Images are uint8 (N, C, H, W) (or floats in [0, 1]); ``normalizer`` maps them to the model's
     input for training, validation and the saved model file.  ``model_info`` goes into the model
-    file (``dataset``, ``arch_name``, ``background``, ``training``).  ``callbacks``: objects
+    file (``dataset``, ``arch_name``, ``background``, ``training``, ``data``: an image folder's
+    record, convscope/data/record.py).  ``callbacks``: objects
     with any of ``on_train_begin(trainer)``, ``on_batch_end(trainer, info)`` (info: epoch,
     batch, step, loss, lr), ``on_epoch_end(trainer, metrics)`` (metrics: the epoch's line of
     metrics.jsonl), ``on_train_end(trainer, result)``; a plain function is an
@@ -68,6 +71,9 @@ class Trainer:
     slice, gradients are summed weighted by the slices' sizes; rank 0 alone writes files, logs,
     shows the bar and runs the callbacks; checkpoints do not depend on the number of workers.
     ``sync_bn``: batch norm over the global batch (default: each worker's slice, as DDP).
+    ``device`` ("cpu", "cuda", "cuda:N"; None: where the model is): the model is moved there
+    first; each batch is copied there, nothing else crosses during a step; files, callbacks
+    and reports see host copies of the weights (:func:`~.checkpoint.on_host`).
     """
 
     def __init__(self, model: Sequential, config: TrainConfig | None = None, *,
@@ -75,10 +81,14 @@ class Trainer:
                  classes: Sequence[str] | None = None, model_info: Mapping[str, Any] | None = None,
                  callbacks: Sequence[Any] = (), progress: bool = False,
                  log: Callable[[str], None] | None = None, comm: Any = None,
-                 sync_bn: bool = False) -> None:
+                 sync_bn: bool = False, device: str | None = None) -> None:
         if not isinstance(model, Sequential) or model.input_shape is None:
             raise ValueError("Trainer needs a built Sequential (give it input_shape)")
-        self.model = model
+        self.model = model if device is None else model.to(device)  # before the optimiser
+        self.device = get_device(model.device)
+        if sync_bn and not self.device.is_cpu:
+            raise ValueError(f"Trainer: sync_bn on {self.device.name} is not supported yet; "
+                             "train on the GPU without sync_bn, or on the CPU")
         self.config = config or TrainConfig()
         out = model.output_shape(model.input_shape)
         if len(out) != 1:
@@ -112,6 +122,8 @@ class Trainer:
         self._consistent = True
         self._stop_requested = False
         self._stop_agreed = False  # with several workers: a stop every worker knows of
+        #: (epoch, batch) of the last checkpoint written to the run folder (None: none yet)
+        self.saved_at: tuple[int, int] | None = None
 
     # -- paths --------------------------------------------------------------------------------
     def path(self, name: str) -> Path | None:
@@ -133,7 +145,10 @@ class Trainer:
         target = Path(path) if path is not None else self.checkpoint_path
         if target is None:
             raise ValueError("save_checkpoint: no path and no run_dir")
-        return checkpoint.save_state(self, target)
+        written = checkpoint.save_state(self, target)
+        if target == self.checkpoint_path:
+            self.saved_at = (self.epoch, self.batch)
+        return written
 
     def load_checkpoint(self, path: str | Path | None = None) -> None:
         """Restore a state written by :meth:`save_checkpoint` (same model and settings)."""
@@ -154,7 +169,8 @@ class Trainer:
             if model and self.dp.is_root:
                 checkpoint.write_model(self, self.path(MODEL))
             if self.dp.is_root:
-                atomic_write(self.path(METRICS), "".join(json.dumps(m) + "\n" for m in self.history))
+                atomic_write(self.path(METRICS),
+                             "".join(json.dumps(m) + "\n" for m in self.history))
                 self.save_checkpoint()
             self.dp.barrier()  # nobody reads a file rank 0 is still writing
 
@@ -180,8 +196,18 @@ class Trainer:
         With validation data: each epoch is validated, the best weights are kept (and written
         to ``model.safetensors``), early stopping applies, and the model holds the best
         weights at the end.  ``resume`` loads ``run_dir``'s checkpoint first.  Returns a
-        :class:`FitResult`; raises :class:`TrainingDiverged` on a NaN or infinite loss.
+        :class:`FitResult`; raises :class:`TrainingDiverged` on a NaN or infinite loss, and
+        :class:`~convscope.errors.RunFolderError` when another process trains in ``run_dir``
+        (the run lock of formats/run_folder.py, held by the writing worker while it trains).
         """
+        if self.run_dir is None or not self.dp.is_root:
+            return self._fit(x_train, y_train, x_val, y_val, resume=resume)
+        with RunLock(self.run_dir):
+            return self._fit(x_train, y_train, x_val, y_val, resume=resume)
+
+    def _fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None,
+             y_val: np.ndarray | None, *, resume: bool) -> FitResult:
+        """:meth:`fit`, the run folder locked."""
         cfg, shape, k = self.config, self.model.input_shape, self.num_classes
         y_train = check_images(x_train, y_train, shape, k, "training")
         has_val = x_val is not None and y_val is not None and len(x_val) > 0
@@ -201,7 +227,8 @@ class Trainer:
                              normalizer=self.normalizer,
                              augment=Augment.from_dict(cfg.augment) if cfg.augment else None)
         start = time.perf_counter()
-        emit(self.callbacks, "on_train_begin", self)
+        with on_host(self.model):  # callbacks read host arrays
+            emit(self.callbacks, "on_train_begin", self)
         # overflow in a diverging run is reported by the loss check, not by NumPy warnings
         self._stop_requested = self._stop_agreed = False
         with np.errstate(over="ignore", invalid="ignore"), stop_on_sigint(self._request_stop):
@@ -213,7 +240,8 @@ class Trainer:
         best = self.best or {}
         result = FitResult(status, self.epoch, list(self.history), best.get("epoch"),
                            best.get("val_accuracy"), time.perf_counter() - start, paths)
-        emit(self.callbacks, "on_train_end", self, result)
+        with on_host(self.model):
+            emit(self.callbacks, "on_train_end", self, result)
         return result
 
     def _request_stop(self) -> bool:
@@ -234,7 +262,8 @@ class Trainer:
             while self.epoch < cfg.epochs:
                 self._train_epoch(loader)
                 metrics = self._end_epoch(x_val, y_val, has_val)
-                emit(self.callbacks, "on_epoch_end", self, metrics)
+                with on_host(self.model):
+                    emit(self.callbacks, "on_epoch_end", self, metrics)
                 if metrics.get("stop"):
                     return "early_stopped"
                 if self._stopping(collective=True):
@@ -243,7 +272,10 @@ class Trainer:
             if self._stop_agreed:  # every worker is here: one set of running statistics
                 self.dp.sync_buffers()
             if self._consistent and self.run_dir is not None and self.dp.is_root:
-                self.save_checkpoint()  # at a batch boundary: resume continues from here
+                try:
+                    self.save_checkpoint()  # at a batch boundary: resume continues from here
+                except KeyboardInterrupt:  # a second Ctrl-C: the previous checkpoint stays
+                    pass
             return "interrupted"
         return "completed"
 
@@ -260,7 +292,8 @@ class Trainer:
             for b, (xb, yb) in enumerate(self.dp.batches(loader)):
                 if b < self.batch:  # resuming inside an epoch: replay the loader's draws
                     continue
-                loss, lr = self._train_step(xb.astype(dtype, copy=False), yb, b, spe, t0)
+                loss, lr = self._train_step(to_device(xb.astype(dtype, copy=False), self.device),
+                                            to_device(yb, self.device), b, spe, t0)
                 if pbar is not None:
                     show_progress(pbar, b, spe, self.partial)
                 if batch_hooks:
@@ -284,9 +317,12 @@ class Trainer:
         n = len(yb)  # this worker's slice; an empty one runs too (dropout's draws, sync-BN)
         scores = self.model.forward(xb)
         loss = float(self.loss_fn.forward(scores, yb)) if n else 0.0
+        # the loss without label smoothing, what val_loss measures (before backward may reuse
+        # the scores' buffer); with no smoothing it is the loss itself
+        ce = unsmoothed_loss_sum(scores, yb) if self.config.label_smoothing else None
         if not self.dp.parallel and not math.isfinite(loss):
             raise self._diverged(loss, b, spe, lr)
-        self.model.backward(self.loss_fn.backward() if n else np.zeros_like(scores))
+        self.model.backward(self.loss_fn.backward() if n else xp_of(scores).zeros_like(scores))
         # -- distributed: the global batch's mean gradient and totals, and any worker's stop --
         t = self.dp.reduce(n, loss * n, int((scores.argmax(axis=1) == yb).sum()),
                            self._stop_requested)
@@ -295,6 +331,8 @@ class Trainer:
         self._stop_agreed, loss = t.stop, t.loss
         self.optimizer.step()
         p["loss_sum"] += t.loss_sum
+        if p.get("ce_sum") is not None:
+            p["ce_sum"] += t.loss_sum if ce is None else all_workers_sum(self.dp, ce)
         p["correct"] += t.correct
         p["seen"] += t.n
         p["seconds"] = time.perf_counter() - t0
@@ -334,7 +372,8 @@ class Trainer:
             self.bad_epochs += 1
             return False
         self.best = {"epoch": self.epoch + 1, "val_accuracy": ev.accuracy, "val_loss": ev.loss}
-        self.best_state = {k: np.array(v, copy=True) for k, v in self.model.state_dict().items()}
+        self.best_state = {k: np.array(to_host(v), copy=True)
+                           for k, v in self.model.state_dict().items()}
         self.bad_epochs = 0
         return True
 

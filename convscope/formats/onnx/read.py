@@ -1,15 +1,21 @@
-"""ONNX import: a chain of ONNX nodes back into a convscope Sequential.
+"""ONNX import: a graph of ONNX nodes back into a convscope Sequential, with Residual and
+Concat blocks where its paths fork and meet again.
 
-Two steps.  :func:`canonical_chain` walks the graph once and reduces simple equivalent forms to
-one node per layer: Constant nodes become constants, Identity nodes vanish, a Pad folds into the
-Conv or AveragePool after it, an Add of a constant after a MatMul becomes that MatMul's bias.
-Then each node becomes one layer through the ``from_onnx`` hook of the kinds whose ``onnx_ops``
-name its operator (layers/registry.py); the first that does not return None wins
-(BatchNormalization: BatchNorm2D on (C, H, W), BatchNorm1D on (C,) and (C, L)).
+Three steps.  :class:`_Walk` reads the nodes once, in order, reducing equivalent forms: Constant
+nodes become constants, Identity nodes vanish, a Pad folds into the Conv or AveragePool after
+it, an Add of a constant after a MatMul becomes that MatMul's bias, the shape arithmetic in
+front of a Reshape (Shape, Gather, Unsqueeze, Concat, ...) is evaluated (static.py).  Every
+other node becomes one layer through the ``from_onnx`` hook of the kinds whose ``onnx_ops`` name
+its operator (layers/registry.py; the first that does not return None wins: BatchNormalization
+is BatchNorm2D on (C, H, W), BatchNorm1D on (C,) and (C, L)), on the per-image shape flowing in;
+an Add of two computed tensors and a Concat along the channels are merges.  The result is a
+DAG (formats/graph.py), whose forks and merges :func:`~convscope.formats.graph.decompose`
+turns into nested blocks.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -21,17 +27,20 @@ from ...layers.base import Layer
 from ...layers.container import Sequential
 from ...layers.registry import kinds_for_onnx_op, supported
 from ...ops.padding import PAD_MODES
+from ..graph import Graph, Node, assemble, decompose
 from .builder import GraphReader, onnx_module
+from .static import BATCHES, STATIC_OPS, Pair, canonical_target, evaluate
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnx
 
-__all__ = ["import_onnx", "onnx_metadata", "load_proto", "canonical_chain", "IMPORT_MIN_OPSET"]
+__all__ = ["import_onnx", "onnx_metadata", "load_proto", "layer_for", "IMPORT_MIN_OPSET"]
 
 IMPORT_MIN_OPSET = 13
 #: What the reader folds away before the layers' hooks see the graph (for "supported: ...").
-CANONICAL = ("Pad (before Conv or AveragePool)", "Add (the bias after MatMul)", "Identity",
-             "Constant")
+CANONICAL = ("Pad (before Conv or AveragePool)", "Identity", "Constant",
+             "Shape arithmetic before a Reshape (Add and Concat of paths from one fork are "
+             "Residual and Concat blocks; an Add of a constant after MatMul is its bias)")
 #: ONNX Pad modes in convscope's padding_mode words.
 ONNX_PAD_MODES = {names.onnx: mode for mode, names in PAD_MODES.items()}
 
@@ -62,7 +71,7 @@ def onnx_metadata(source: Any) -> dict[str, str]:
 
 @dataclass
 class Step:
-    """One node of the canonical chain; ``index`` is its position in the graph (for errors)."""
+    """One node of the graph; ``index`` is its position in the graph (for errors)."""
 
     index: int
     node: Any
@@ -97,63 +106,183 @@ def _read_pad(rd: GraphReader, node: Any, rank: int) -> tuple[list[int], str]:
     return [amounts[2], amounts[3], amounts[6], amounts[7]], ONNX_PAD_MODES[mode]
 
 
-def canonical_chain(rd: GraphReader, input_name: str, rank: int) -> list[Step]:
-    """The graph's nodes as a chain of one node per layer (see the module's docstring).
+class _Walk:
+    """The graph's nodes, in order, as a :class:`~convscope.formats.graph.Graph` of layers and
+    merges (see the module's docstring).  ``data`` maps a tensor to the graph node computing
+    it; ``static`` holds the shape values, one per batch size (formats/onnx/static.py)."""
 
-    Each node must read the previous one's output (an Add may read it second); ``rank`` is the
-    input's rank (4: N, C, H, W).  Errors name the node.
-    """
-    onnx, steps, cur = rd.onnx, [], input_name
-    pad: tuple[Step, tuple[list[int], str]] | None = None
-    for k, node in enumerate(rd.graph.node):
-        step = Step(k, node)
-        op = node.op_type
+    def __init__(self, rd: GraphReader, input_name: str, shape: tuple[int, ...],
+                 final_softmax: str) -> None:
+        self.rd, self.final_softmax = rd, final_softmax
+        self.nodes = [Node("import_onnx: the graph input")]
+        self.shapes = [tuple(shape)]
+        self.data: dict[str, int] = {input_name: 0}
+        self.static: dict[str, Pair] = {}
+        self.pads: dict[str, tuple[Step, tuple[list[int], str], str]] = {}
+        self.steps: dict[int, Step] = {}
+        self.uses = Counter(n for node in rd.graph.node for n in node.input)
+        self.uses.update(o.name for o in rd.graph.output)
+        self.out_name = rd.graph.output[0].name
+        self.dropped: Step | None = None
+
+    def run(self) -> Graph:
+        for k, node in enumerate(self.rd.graph.node):
+            step = Step(k, node)
+            try:
+                self._node(step)
+            except (ValueError, KeyError) as e:  # ShapeError is a ValueError
+                msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+                if msg.startswith("import_onnx: "):
+                    raise
+                raise type(e)(f"{step.where}: {msg}") from None
+        if self.out_name in self.pads:
+            raise ValueError("import_onnx: the graph ends with a Pad node; convscope needs a "
+                             "Conv or AveragePool after it")
+        if self.out_name not in self.data:
+            raise ValueError(f"import_onnx: the graph output {self.out_name!r} is not computed "
+                             "from the input by supported nodes")
+        return Graph(self.nodes, self.data[self.out_name])
+
+    def _node(self, step: Step) -> None:
+        rd, node, op = self.rd, step.node, step.node.op_type
+        ins, out = list(node.input), node.output[0] if node.output else ""
         if op == "Constant":
             a = rd.attrs(node)
             if "value" not in a:
-                raise ValueError(f"{step.where}: only Constant nodes with a tensor 'value' are "
-                                 "supported")
-            rd.tensors[node.output[0]] = onnx.numpy_helper.to_array(a["value"])
-            continue
-        if not node.input or node.input[0] != cur:
-            if not (op == "Add" and cur in node.input):
-                raise ValueError(f"{step.where}: reads {list(node.input)}, not the previous "
-                                 f"output {cur!r}; only a chain of layers is supported")
+                raise ValueError("only Constant nodes with a tensor 'value' are supported")
+            value = rd.onnx.numpy_helper.to_array(a["value"])
+            rd.tensors[out] = value
+            self.static[out] = (value, value)
+        elif op == "Shape":
+            x = self._data(ins[0], op)
+            a = rd.attrs(node)
+            lo, hi = a.get("start", 0), a.get("end", None)
+            self._set_static(out, tuple(np.array([b, *self.shapes[x]], np.int64)[lo:hi]
+                                        for b in BATCHES))
+        elif op in STATIC_OPS and ins and all(not i or self._is_static(i) for i in ins):
+            self._set_static(out, evaluate(op, rd.attrs(node),
+                                           [self._static(i) if i else None for i in ins]))
+        elif op == "Identity":
+            self.data[out] = self._data(ins[0], op)
+        elif op == "Pad":
+            self.pads[out] = (step, _read_pad(rd, node, len(self.shapes[0]) + 1), ins[0])
+            self._data(ins[0], op)
+        elif op == "Add" and sum(i in self.data or i in self.pads for i in ins) == 2:
+            a, b = (self._data(i, op) for i in ins)
+            if self.shapes[a] != self.shapes[b]:
+                raise ShapeError(f"Add of {_text(self.shapes[a])} ({ins[0]}) and "
+                                 f"{_text(self.shapes[b])} ({ins[1]}): a Residual adds two "
+                                 "results of one shape")
+            self._add(Node(step.where, (a, b), merge="add"), self.shapes[a], out)
+        elif op == "Add":
+            self._bias_after_matmul(step, ins, out)
+        elif op == "Concat" and any(i in self.data for i in ins):
+            self._concat(step, ins, out)
+        elif op == "Softmax" and out == self.out_name and self.final_softmax == "drop" \
+                and len(self.shapes[self._data(ins[0], op)]) == 1 \
+                and int(rd.attrs(node).get("axis", -1)) in (1, -1):
+            self.dropped, self.data[out] = step, self._data(ins[0], op)
+        else:
+            self._layer(step, ins, out)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _is_static(self, name: str) -> bool:
+        return name in self.static or name in self.rd.tensors
+
+    def _static(self, name: str) -> Pair:
+        if name not in self.static:
+            value = self.rd.tensors[name]
+            self.static[name] = (value, value)
+        return self.static[name]
+
+    def _set_static(self, name: str, pair: Pair) -> None:
+        self.static[name] = pair
+        if np.array_equal(pair[0], pair[1]):  # the same for every batch: a constant
+            self.rd.tensors[name] = np.asarray(pair[0])
+
+    def _data(self, name: str, op: str) -> int:
+        """The graph node computing tensor ``name``, read by an ``op`` node."""
+        if name in self.pads:
+            raise ValueError(f"a Pad node must be followed by Conv or AveragePool, got {op}")
+        if name in self.data:
+            return self.data[name]
+        if name in self.static or name in self.rd.tensors:
+            raise ValueError(f"{op} reads {name!r} as its data input, which is a constant or a "
+                             "shape, not computed from the image")
+        raise ValueError(f"reads {name!r}, which no node before it computes")
+
+    def _add(self, node: Node, shape: tuple[int, ...], out: str) -> None:
+        self.nodes.append(node)
+        self.shapes.append(tuple(shape))
+        self.data[out] = len(self.nodes) - 1
+
+    def _layer(self, step: Step, ins: list[str], out: str) -> None:
+        rd, node, op = self.rd, step.node, step.node.op_type
+        x = ins[0] if ins else ""
+        if x in self.pads:
+            pad_step, pad, x = self.pads.pop(ins[0])
+            if op not in ("Conv", "AveragePool") or self.uses[ins[0]] != 1:
+                raise ValueError(f"a Pad node must be followed by Conv or AveragePool (and read "
+                                 f"by it alone), got {op}")
+            rd.set_pad_before(node, pad)
+        src = self._data(x, op)
+        if op == "Softmax" and out == self.out_name and len(self.shapes[src]) == 1:
+            raise ValueError("operator Softmax is not supported; a final Softmax turns the class "
+                             "scores into probabilities, which convscope's losses and predict do "
+                             "themselves: import_onnx(..., final_softmax='drop') reads the "
+                             "model without it (outputs: the scores)")
+        if not kinds_for_onnx_op(op):
+            layer_for(rd, node, ())  # the error naming what is supported
+        extra = [i for i in ins[1:] if i in self.data]
+        if extra:
+            raise ValueError(f"{op} reads a second computed tensor {extra[0]!r}; convscope "
+                             "reads weights as initializers or Constants")
+        if op == "Reshape" and len(ins) > 1 and ins[1] in self.static:
+            rd.tensors[ins[1]] = canonical_target(self.static[ins[1]])
+        layer = layer_for(rd, node, self.shapes[src])
+        self.steps[len(self.nodes)] = step
+        self._add(Node(step.where, (src,), item=layer), layer.output_shape(self.shapes[src]), out)
+
+    def _bias_after_matmul(self, step: Step, ins: list[str], out: str) -> None:
+        """MatMul(x, B) then Add(·, c) as one MatMul(x, B, c) node (c: its bias)."""
+        k = next((self.data[i] for i in ins if i in self.data), None)
+        prev = self.steps.get(k) if k is not None else None
+        if prev is None or prev.node.op_type != "MatMul" or len(prev.node.input) > 2 \
+                or self.uses[prev.node.output[0]] != 1:
+            raise ValueError("Add is supported only as the bias after a MatMul or as the merge "
+                             "of two paths (a Residual)")
+        other = ins[1] if self.data.get(ins[0]) == k else ins[0]
+        if other not in self.rd.tensors:
+            raise ValueError(f"Add of {other!r}: the bias must be an initializer or Constant")
+        m = prev.node
+        merged = self.rd.onnx.helper.make_node("MatMul", [m.input[0], m.input[1], other], [out],
+                                               name=m.name)
+        src = self.nodes[k].inputs[0]
         try:
-            if pad is not None and op not in ("Conv", "AveragePool", "Identity"):
-                raise ValueError(f"a Pad node must be followed by Conv or AveragePool, got {op}")
-            if op == "Pad":
-                pad = (step, _read_pad(rd, node, rank))
-            elif op == "Add":
-                steps[-1:] = [_bias_after_matmul(rd, steps[-1] if steps else None, node, cur)]
-            elif op != "Identity":
-                if pad is not None:
-                    rd.set_pad_before(node, pad[1])
-                    pad = None
-                steps.append(step)
+            self.nodes[k].item = layer_for(self.rd, merged, self.shapes[src])
         except (ValueError, KeyError) as e:
-            raise type(e)(f"{step.where}: {e}") from None
-        cur = node.output[0]
-    if pad is not None:
-        raise ValueError("import_onnx: the graph ends with a Pad node; convscope needs a Conv or "
-                         "AveragePool after it")
-    if cur != rd.graph.output[0].name:
-        raise ValueError(f"import_onnx: the graph output {rd.graph.output[0].name!r} is not the "
-                         f"end of the chain ({cur!r})")
-    return steps
+            raise type(e)(f"{prev.where}: {e}") from None
+        self.data[out] = k
+
+    def _concat(self, step: Step, ins: list[str], out: str) -> None:
+        srcs = [self._data(i, "Concat") for i in ins]
+        shapes = [self.shapes[s] for s in srcs]
+        axis = int(self.rd.attrs(step.node).get("axis", 0))
+        rank = len(shapes[0]) + 1
+        if axis % rank != 1:
+            raise ValueError(f"Concat along axis {axis}: convscope's Concat joins the channels "
+                             "(axis 1)")
+        rest = {s[1:] for s in shapes}
+        if len({len(s) for s in shapes}) != 1 or len(rest) != 1:
+            raise ShapeError(f"Concat of {', '.join(_text(s) for s in shapes)}: the branches "
+                             "must agree in every axis but the channels")
+        shape = (sum(s[0] for s in shapes), *shapes[0][1:])
+        self._add(Node(step.where, tuple(srcs), merge="concat"), shape, out)
 
 
-def _bias_after_matmul(rd: GraphReader, prev: Step | None, node: Any, cur: str) -> Step:
-    """MatMul(x, B) then Add(·, c) as one MatMul(x, B, c) node (c: its bias)."""
-    if prev is None or prev.node.op_type != "MatMul" or len(prev.node.input) > 2:
-        raise ValueError("Add is supported only as the bias after a MatMul")
-    other = node.input[1] if node.input[0] == cur else node.input[0]
-    if other not in rd.tensors:
-        raise ValueError(f"Add of {other!r}: the bias must be an initializer or Constant")
-    m = prev.node
-    merged = rd.onnx.helper.make_node("MatMul", [m.input[0], m.input[1], other],
-                                      [node.output[0]], name=m.name)
-    return Step(prev.index, merged)
+def _text(shape: tuple[int, ...]) -> str:
+    return "×".join(map(str, (*shape[1:], shape[0]))) if len(shape) == 3 else \
+        "×".join(map(str, shape))
 
 
 def layer_for(rd: GraphReader, node: Any, shape: tuple[int, ...]) -> Layer:
@@ -199,13 +328,20 @@ def _input_shape(onnx: Any, graph: Any, input_shape: Sequence[int] | None
     return inputs[0], shape, np.dtype(elem)
 
 
-def import_onnx(source: Any, input_shape: Sequence[int] | None = None) -> Sequential:
+def import_onnx(source: Any, input_shape: Sequence[int] | None = None, *,
+                final_softmax: str = "error") -> Sequential:
     """A convscope Sequential (in eval mode) from an ONNX model: a path, bytes or ModelProto.
 
-    The graph must be a chain (each node reads the previous one's output) of supported operators
-    with weights as initializers.  ``input_shape`` (C, H, W) is needed only when the graph's input
-    has no static C, H, W.  Anything else raises ValueError naming the node.
+    The graph (one input, one output, weights as initializers) is a DAG of supported operators;
+    forks that meet again at an Add become Residual blocks, at a Concat (axis 1) Concat blocks
+    (formats/graph.py).  ``input_shape`` (C, H, W) is needed only when the graph's input has no
+    static C, H, W.  ``final_softmax='drop'`` leaves out a Softmax over the class scores at the
+    very end (the model then outputs the scores); by default it is an error saying so.  Anything
+    else convscope cannot run raises one ValueError naming the node, never a wrong model.
     """
+    if final_softmax not in ("error", "drop"):
+        raise ValueError(f"import_onnx: final_softmax must be 'error' or 'drop', got "
+                         f"{final_softmax!r}")
     onnx = onnx_module()
     proto = load_proto(source)
     graph = proto.graph
@@ -221,15 +357,7 @@ def import_onnx(source: Any, input_shape: Sequence[int] | None = None) -> Sequen
                              f"{node.domain!r}; only the standard ONNX operators are supported")
     inp, shape, dtype = _input_shape(onnx, graph, input_shape)
     rd = GraphReader(onnx, graph, dtype, opset)
-    layers, cur = [], shape
-    for step in canonical_chain(rd, inp.name, len(shape) + 1):
-        try:
-            layer = layer_for(rd, step.node, cur)
-            cur = layer.output_shape(cur)
-        except (ValueError, KeyError) as e:  # ShapeError is a ValueError
-            raise type(e)(f"{step.where}: {e}") from None
-        layers.append(layer)
-    model = Sequential(*layers, input_shape=shape)
+    model = assemble(decompose(_Walk(rd, inp.name, shape, final_softmax).run()), shape)
     out_dims = [d.dim_value if d.HasField("dim_value") else None
                 for d in graph.output[0].type.tensor_type.shape.dim]
     out = model.output_shape(shape)

@@ -5,6 +5,7 @@ a model and its PyTorch twin share one state dict::
 
     tmodel = to_torch(model)                       # an equivalent torch.nn.Sequential
     model2 = from_torch(tmodel, input_shape=(3, 32, 32))
+    resnet = from_torch(my_resnet18, (3, 224, 224))    # any module torch.fx traces: Residual blocks
     save_torch_weights(model, "weights.safetensors")   # torch: load_state_dict(load_file(...))
     load_torch_weights(model, "resnet_like.pt")        # read with torch.load(weights_only=True)
 
@@ -27,7 +28,9 @@ from ...layers.base import Layer, float_dtype
 from ...layers.container import Sequential
 from ...layers.registry import kind_for_torch, require_kind, supported
 from ..files import atomic_write
+from ..graph import assemble, decompose
 from . import modules
+from .fx import trace_graph
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -60,6 +63,7 @@ class TorchKit:
     attribute reads through: ``torch.nn.Conv2d``, ``torch.float64``), plus
 
     - ``PaddedConv2d``: nn.Conv2d with asymmetric padding (formats/torch/modules.py);
+    - ``ConvscopeResidual`` / ``ConvscopeConcat``: the branching layers' modules (the same file);
     - ``dtype_of(layer)``: torch.float64 or torch.float32, as the layer's parameters;
     - ``np_dtype(module)``: float32 or float64, as the module's tensors (``layer_dtype`` when it
       has none);
@@ -82,6 +86,14 @@ class TorchKit:
     @property
     def PaddedConv2d(self) -> type:  # noqa: N802 - a class
         return modules.PaddedConv2d
+
+    @property
+    def ConvscopeResidual(self) -> type:  # noqa: N802 - a class
+        return modules.ConvscopeResidual
+
+    @property
+    def ConvscopeConcat(self) -> type:  # noqa: N802 - a class
+        return modules.ConvscopeConcat
 
     def dtype_of(self, layer: Layer) -> Any:
         return self._torch.float64 if layer.dtype == np.float64 else self._torch.float32
@@ -195,27 +207,53 @@ def convscope_layer(module: "torch.nn.Module", dtype: Any = None) -> Layer:
     return TorchKit(_torch(), dtype or np.float32).layer_for(module)
 
 
-def from_torch(module: "torch.nn.Sequential", input_shape: Sequence[int] | None = None,
-               dtype: Any = None) -> Sequential:
-    """A convscope Sequential from a ``torch.nn.Sequential`` of supported modules, weights copied.
+def from_torch(module: "torch.nn.Module", input_shape: Sequence[int] | None = None,
+               dtype: Any = None, *, final_softmax: str = "error") -> Sequential:
+    """A convscope Sequential from a torch module, weights copied, in the module's mode.
 
-    ``input_shape`` (C, H, W) builds it and checks every shape (needed for ``summary()``).
-    Layers take their module's dtype (float32 or float64); ``dtype`` is for a module with no
-    tensors at all (default float32).  An unsupported module raises UnsupportedLayer (a
-    TypeError) naming it and its index.
+    A ``torch.nn.Sequential`` of supported modules converts child by child (state-dict keys
+    kept).  Any other module, or a Sequential holding modules convscope has no kind for (a
+    ResNet block), is traced with torch.fx (formats/torch/fx.py): its graph of modules,
+    ``x + y``, ``torch.cat``, flattening and functional layers becomes nested Sequential,
+    Residual and Concat blocks (formats/graph.py); that needs ``input_shape``.
+    ``input_shape`` (C, H, W) builds the model and checks every shape (needed for
+    ``summary()``).  Layers take their module's dtype (float32 or float64); ``dtype`` is for a
+    module with no tensors at all (default float32).  ``final_softmax='drop'`` leaves out a
+    softmax at the very end of a traced forward (the model outputs the scores).  What convscope
+    cannot run raises UnsupportedLayer (a TypeError) naming the module or the fx node.
     """
     torch = _torch()
-    if not isinstance(module, torch.nn.Sequential):
-        raise TypeError(f"from_torch: expected a torch.nn.Sequential, got {type(module).__name__}; "
-                        "wrap a single module as nn.Sequential(module)")
+    if final_softmax not in ("error", "drop"):
+        raise ValueError(f"from_torch: final_softmax must be 'error' or 'drop', got "
+                         f"{final_softmax!r}")
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"from_torch: expected a torch.nn.Module, got {type(module).__name__}")
     torch_kinds = {t.dtype for t in list(module.parameters()) + list(module.buffers())
                    if t.is_floating_point()}
     dtype = np.float64 if torch_kinds == {torch.float64} else float_dtype(dtype or np.float32)
-    model = Sequential.from_torch(module, TorchKit(torch, dtype))
+    shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+    if isinstance(module, torch.nn.Sequential):
+        try:
+            model = Sequential.from_torch(module, TorchKit(torch, dtype))
+        except UnsupportedLayer:
+            if shape is None:  # no shape to trace with: the child's own error
+                raise
+            model = _traced(module, shape, dtype, final_softmax)
+    elif shape is None:
+        raise TypeError(f"from_torch: a {type(module).__name__} is not a torch.nn.Sequential, so "
+                        "it is traced with torch.fx, which needs input_shape=(C, H, W)")
+    else:
+        model = _traced(module, shape, dtype, final_softmax)
     model.train(module.training)
-    if input_shape is not None:
-        model.build(tuple(int(s) for s in input_shape))
+    if shape is not None:
+        model.build(shape)
     return model
+
+
+def _traced(module: Any, shape: tuple[int, ...], dtype: Any, final_softmax: str) -> Sequential:
+    """The module's torch.fx graph as blocks (formats/torch/fx.py, formats/graph.py)."""
+    graph = trace_graph(module, shape, TorchKit(_torch(), dtype), final_softmax)
+    return assemble(decompose(graph))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@
 padding mode, so a convscope Conv2D with such padding converts to one module whose state dict keys
 (``weight``, ``bias``) stay PyTorch's.  The class is made on first use (``from
 convscope.formats.torch.modules import PaddedConv2d`` imports torch then): importing this module
-imports no torch, so the converter can import it at the top.
+imports no torch, so the converter can import it at the top.  :class:`ConvscopeResidual` and
+:class:`ConvscopeConcat` are convscope's Residual and Concat (layers/graph.py) in torch, made the
+same way.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from ...ops.padding import PAD_MODES
 
-__all__ = ["PaddedConv2d", "TORCH_PAD"]
+__all__ = ["PaddedConv2d", "ConvscopeResidual", "ConvscopeConcat", "TORCH_PAD"]
 
 #: convscope's padding_mode -> torch.nn.functional.pad's mode.
 TORCH_PAD = {mode: names.torch for mode, names in PAD_MODES.items()}
@@ -57,9 +59,45 @@ def _padded_conv2d() -> type:
     return PaddedConv2d
 
 
+def _branches() -> dict[str, type]:
+    import torch  # noqa: PLC0415 - optional; imported only when a branch module is wanted
+
+    class ConvscopeResidual(torch.nn.Module):
+        """y = block(x) + shortcut(x), the shortcut the identity when None (convscope's
+        Residual; state-dict keys 'block.*', 'shortcut.*')."""
+
+        def __init__(self, block: Any, shortcut: Any = None) -> None:
+            super().__init__()
+            self.block = block
+            self.shortcut = shortcut
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.block(x) + (x if self.shortcut is None else self.shortcut(x))
+
+    class ConvscopeConcat(torch.nn.Module):
+        """torch.cat([branch(x) for branch in branches], dim=1) (convscope's Concat; state-dict
+        keys 'branches.<k>.*')."""
+
+        def __init__(self, branches: Any) -> None:
+            super().__init__()
+            self.branches = torch.nn.ModuleList(branches)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([branch(x) for branch in self.branches], dim=1)
+
+    made = {"ConvscopeResidual": ConvscopeResidual, "ConvscopeConcat": ConvscopeConcat}
+    for name, cls in made.items():  # pickles find them by this module's name (__getattr__)
+        cls.__module__, cls.__qualname__ = __name__, name
+    return made
+
+
 def __getattr__(name: str) -> Any:
     if name == "PaddedConv2d":
         if name not in _made:
             _made[name] = _padded_conv2d()
+        return _made[name]
+    if name in ("ConvscopeResidual", "ConvscopeConcat"):
+        if name not in _made:
+            _made.update(_branches())
         return _made[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,7 +27,8 @@ __all__ = ["explorer_data", "explorer_html", "run_record", "pick_probes", "float
 EXPLORE = "explore.html"
 #: Test images kept per confusion-matrix cell (the page says how many more there are).
 THUMBS_PER_CELL = 8
-_HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "best")
+_HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_ce", "train_accuracy", "val_loss",
+                 "val_accuracy", "best")
 
 
 def pick_probes(y: np.ndarray, count: int = 8) -> list[int]:

@@ -25,7 +25,7 @@ import numpy as np
 
 from ...runtime import no_grad
 from ..explain import explain
-from .geometry import conv_of, dependency, window_of
+from .geometry import conv_of, dependency, dependency_table, window_of
 
 __all__ = ["f32", "u8", "top_layers", "model_record", "forward_all", "image_record",
            "saliency_maps", "randomized_copy", "rank_correlation"]
@@ -73,9 +73,13 @@ def model_record(model: Any) -> dict[str, Any]:
             or type(layer).__name__.lower(), "in_shape": list(shape), "shape": list(out),
             "params": int(layer.param_count()), "formula": layer.param_formula(),
             "macs": int(layer.macs(shape)), "text": texts.get(i, ""),
-            "dep": dependency(layer, shape, out), "window": window_of(layer),
+            "dep": dependency(layer, shape, out), "window": window_of(layer), "table": None,
             "shows_filters": bool(getattr(layer, "shows_filters", False)),
             "identity": bool(getattr(layer, "identity_at_inference", False)), "conv": None}
+        if rec["dep"] == "table":  # a container: its children's map, row by row, column by column
+            rows, cols = dependency_table(layer, shape)
+            rec["table"] = {"rows": [list(r) if r else None for r in rows],
+                            "cols": [list(r) if r else None for r in cols]}
         conv = conv_of(layer)
         if conv is not None:
             bias = layer.params.get("bias")

@@ -7,8 +7,12 @@ layer reads input rows
     i·S − P_top  …  i·S − P_top + D·(F − 1)                               (inclusive)
 
 rows outside ``0 … N−1`` being padding.  A layer that keeps the height and width and has no window
-(ReLU, batch norm, dropout) maps each cell to itself ("same"); any other layer (flatten, fc,
-global pooling) makes each output depend on its whole input ("all").  The receptive field of a
+(ReLU, batch norm, dropout) maps each cell to itself ("same"); a container of layers ("table")
+maps output row ``i`` to the input rows its children reach: a Sequential composes its children's
+maps in order, any other container (Residual, Concat) runs its children as branches on the same
+input and takes the union of their maps (an identity shortcut, ``shortcut`` None, is a branch
+too); its map is kept as a table, one input range per output row and one per column.  Any other
+layer (flatten, fc, global pooling) makes each output depend on its whole input ("all").  The receptive field of a
 cell is that recurrence applied from its layer back to the image, clipped to each layer's input at
 every step (padding depends on no pixel).  The page does the same arithmetic in JavaScript; the
 browser tests check it against an independent Python recurrence.
@@ -18,9 +22,11 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from ...layers.container import Sequential
+
 Shape = tuple[int, ...]
 
-__all__ = ["window_of", "dependency", "receptive_field", "conv_of"]
+__all__ = ["window_of", "dependency", "dependency_table", "receptive_field", "conv_of"]
 
 
 def window_of(layer: Any) -> dict[str, list[Any]] | None:
@@ -38,14 +44,79 @@ def window_of(layer: Any) -> dict[str, list[Any]] | None:
         return None
 
 
+def _is_container(layer: Any) -> bool:
+    return isinstance(layer, Sequential) or bool(layer.children())
+
+
 def dependency(layer: Any, in_shape: Shape, out_shape: Shape) -> str:
-    """"window", "same" or "all": how an output cell of ``layer`` depends on its input."""
+    """"window", "same", "table" (a container) or "all": how an output cell of ``layer``
+    depends on its input."""
     if len(in_shape) == 3 and len(out_shape) == 3:
         if window_of(layer) is not None:
             return "window"
+        if _is_container(layer):
+            return "table"
         if tuple(in_shape[1:]) == tuple(out_shape[1:]):
             return "same"
     return "all"
+
+
+def _axis(layer: Any, in_shape: Shape, out_shape: Shape, axis: int) -> list[Any]:
+    """Output index along ``axis`` (1: rows, 2: columns) -> inclusive input range or None."""
+    n, m = int(in_shape[axis]), int(out_shape[axis])
+    dep = dependency(layer, in_shape, out_shape)
+    if dep == "table":
+        return dependency_table(layer, in_shape)[axis - 1]
+    if dep == "same":
+        return [(i, i) for i in range(m)]
+    if dep == "all":
+        return [(0, n - 1)] * m
+    win, a = window_of(layer), axis - 1
+    k, st, d, pad = win["k"][a], win["s"][a], win["d"][a], win["p"][a][0]
+    out = []
+    for i in range(m):
+        lo, hi = max(i * st - pad, 0), min(i * st - pad + d * (k - 1), n - 1)
+        out.append((lo, hi) if lo <= hi else None)
+    return out
+
+
+def _through(inner: list[Any], outer: list[Any]) -> list[Any]:
+    """``outer`` (output -> ranges of a middle volume) followed by ``inner`` (middle -> input)."""
+    out = []
+    for r in outer:
+        hits = [] if r is None else [inner[j] for j in range(r[0], r[1] + 1) if inner[j]]
+        out.append((min(h[0] for h in hits), max(h[1] for h in hits)) if hits else None)
+    return out
+
+
+def _union(maps: Sequence[list[Any]]) -> list[Any]:
+    out = []
+    for rs in zip(*maps):
+        hits = [r for r in rs if r is not None]
+        out.append((min(h[0] for h in hits), max(h[1] for h in hits)) if hits else None)
+    return out
+
+
+def dependency_table(layer: Any, in_shape: Shape) -> tuple[list[Any], list[Any]]:
+    """(rows, columns) of a container with a volume in and out: for output row (column) ``i``
+    the inclusive range of input rows (columns) it depends on, or None (see the module
+    docstring)."""
+    shape = tuple(int(s) for s in in_shape)
+    ident = ([(i, i) for i in range(shape[1])], [(i, i) for i in range(shape[2])])
+    if isinstance(layer, Sequential):
+        maps = ident
+        for _, child in layer.children():
+            out = tuple(int(s) for s in child.output_shape(shape))
+            if len(out) != 3:
+                raise ValueError(f"dependency_table: {child!r} gives {out}, not a volume")
+            maps = tuple(_through(maps[a], _axis(child, shape, out, a + 1)) for a in (0, 1))
+            shape = out
+        return maps
+    branches = [(_axis(c, shape, o, 1), _axis(c, shape, o, 2))
+                for c, o in ((c, tuple(c.output_shape(shape))) for _, c in layer.children())]
+    if getattr(layer, "shortcut", False) is None:  # Residual's identity shortcut: x itself
+        branches.append(ident)
+    return _union([b[0] for b in branches]), _union([b[1] for b in branches])
 
 
 def conv_of(layer: Any) -> dict[str, Any] | None:
@@ -74,6 +145,14 @@ def receptive_field(layers: Sequence[dict[str, Any]], layer: int, y: int, x: int
         h, w = shape[1], shape[2]
         if rec["dep"] == "all":
             y0, y1, x0, x1 = 0, h - 1, 0, w - 1
+        elif rec["dep"] == "table":
+            rows, cols = rec["table"]["rows"], rec["table"]["cols"]
+            ys = [rows[i] for i in range(y0, y1 + 1) if rows[i]]
+            xs = [cols[i] for i in range(x0, x1 + 1) if cols[i]]
+            if not ys or not xs:
+                return None
+            y0, y1 = min(r[0] for r in ys), max(r[1] for r in ys)
+            x0, x1 = min(r[0] for r in xs), max(r[1] for r in xs)
         elif rec["dep"] == "window":
             win = rec["window"]
             (kh, kw), (sh, sw), (dh, dw) = win["k"], win["s"], win["d"]

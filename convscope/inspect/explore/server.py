@@ -13,7 +13,9 @@ Safety: it listens on 127.0.0.1 unless a host is given; a request whose Host hea
 neither an IP address, ``localhost`` nor that host is refused (403: a web page elsewhere cannot
 reach the server through DNS rebinding); uploads are limited in bytes (413 before reading) and in
 pixels (413 after reading only the image's header); a bad upload is a 4xx with a one-line JSON
-``{"error": ...}`` and the server goes on serving.  The engine's layers keep per-call caches, so
+``{"error": ...}`` and the server goes on serving; a client that stalls is dropped after 30 s.
+:class:`GuardedServer` holds these rules for every convscope server (``train --serve``'s
+live view, live.py, is the other one).  The engine's layers keep per-call caches, so
 requests are computed one at a time under a lock; the threads only overlap the I/O.
 """
 
@@ -35,10 +37,13 @@ from .build import explorer_html
 from .collect import image_record, randomized_copy
 from .source import Target, build_explorer
 
-__all__ = ["ExplorerServer", "make_server", "MAX_UPLOAD_BYTES", "MAX_UPLOAD_PIXELS"]
+__all__ = ["GuardedServer", "ExplorerServer", "Refused", "make_server", "MAX_UPLOAD_BYTES",
+           "MAX_UPLOAD_PIXELS", "PAGE_ROUTES"]
 
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 4096 * 4096
+#: The paths that answer the explorer page.
+PAGE_ROUTES = ("/", "/index.html", "/explore.html")
 _FORMATS = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp",
             "TIFF": ".tif"}
 
@@ -67,21 +72,24 @@ def _is_ip(name: str) -> bool:
     return True
 
 
-class ExplorerServer(ThreadingHTTPServer):
-    """The explorer of one model; ``serve_forever()`` / ``shutdown()`` as any socketserver."""
+class GuardedServer(ThreadingHTTPServer):
+    """What every convscope server shares: the Host check, bounded requests, one-line errors.
+
+    A subclass answers ``get(route)`` with (content type, body) and, for the routes in
+    ``post_routes``, ``post(route, query, body)`` with a JSON-able answer; either raises
+    :class:`Refused` for a 4xx.  A POST elsewhere is refused before its body is read, and a body
+    over ``max_bytes`` too; a client that stalls for ``_Handler.timeout`` seconds is dropped.
+    """
 
     daemon_threads = True
+    post_routes: tuple[str, ...] = ()
 
-    def __init__(self, target: Target, host: str = "127.0.0.1", port: int = 8000, *,
-                 max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_UPLOAD_PIXELS,
+    def __init__(self, host: str = "127.0.0.1", port: int = 8000, *,
+                 max_bytes: int = MAX_UPLOAD_BYTES,
                  log: Callable[[str], None] | None = None) -> None:
-        self.target = target
-        self.max_bytes, self.max_pixels = int(max_bytes), int(max_pixels)
+        self.max_bytes = int(max_bytes)
         self.log = log
         self.allowed = {"localhost", host.lower()}
-        self.lock = threading.Lock()
-        self.page = explorer_html(build_explorer(target, live=True)).encode("utf-8")
-        self.twin = randomized_copy(target.saved.model)
         super().__init__((host, port), _Handler)
 
     @property
@@ -95,6 +103,44 @@ class ExplorerServer(ThreadingHTTPServer):
             return False
         name = _host_name(header)
         return _is_ip(name) or name in self.allowed
+
+    def get(self, route: str) -> tuple[str, bytes]:
+        """(content type, body) of ``GET route``; raises :class:`Refused`."""
+        raise Refused(HTTPStatus.NOT_FOUND, f"no page {route!r}; the explorer is at /")
+
+    def post(self, route: str, query: str, body: bytes) -> Any:
+        """The JSON answer to ``POST route?query`` (a route of ``post_routes``)."""
+        raise Refused(HTTPStatus.NOT_FOUND, f"no API {route!r}")
+
+
+class ExplorerServer(GuardedServer):
+    """The explorer of one model; ``serve_forever()`` / ``shutdown()`` as any socketserver."""
+
+    post_routes = ("/api/predict",)
+
+    def __init__(self, target: Target, host: str = "127.0.0.1", port: int = 8000, *,
+                 max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_UPLOAD_PIXELS,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.target = target
+        self.max_pixels = int(max_pixels)
+        self.lock = threading.Lock()
+        self.page = explorer_html(build_explorer(target, live=True)).encode("utf-8")
+        self.twin = randomized_copy(target.saved.model)
+        super().__init__(host, port, max_bytes=max_bytes, log=log)
+
+    def get(self, route: str) -> tuple[str, bytes]:
+        if route in PAGE_ROUTES:
+            return "text/html; charset=utf-8", self.page
+        return super().get(route)
+
+    def post(self, route: str, query: str, body: bytes) -> Any:
+        try:
+            k = int(parse_qs(query).get("k", ["3"])[0])
+            if k < 1:
+                raise ValueError
+        except ValueError:
+            raise Refused(HTTPStatus.BAD_REQUEST, "k must be a whole number >= 1") from None
+        return self.predict(body, k)
 
     def predict(self, body: bytes, top_k: int = 3) -> dict[str, Any]:
         """The answer to ``POST /api/predict`` for an image file's bytes (raises Refused)."""
@@ -130,10 +176,12 @@ class ExplorerServer(ThreadingHTTPServer):
                 "probabilities": pred.probabilities, "inverted": pred.inverted, "image": rec}
 
 
+
 class _Handler(BaseHTTPRequestHandler):
-    server: ExplorerServer
+    server: GuardedServer
     protocol_version = "HTTP/1.1"
     server_version = "convscope"
+    timeout = 30  # seconds a client may stall (slowloris): the thread is freed after it
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
         if self.server.log is not None:
@@ -164,14 +212,26 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return True
 
+    def _answer(self, fn: Callable[[], tuple[int, bytes, str]]) -> None:
+        try:
+            status, body, ctype = fn()
+        except Refused as exc:
+            self._refuse(exc.status, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one bad request never stops the server
+            self._refuse(HTTPStatus.INTERNAL_SERVER_ERROR,
+                         f"{type(exc).__name__}: {exc}".splitlines()[0])
+        else:
+            self._send(status, body, ctype)
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         if not self._guard():
             return
         route = urlsplit(self.path).path
-        if route in ("/", "/index.html", "/explore.html"):
-            self._send(HTTPStatus.OK, self.server.page, "text/html; charset=utf-8")
-        else:
-            self._refuse(HTTPStatus.NOT_FOUND, f"no page {route!r}; the explorer is at /")
+
+        def page() -> tuple[int, bytes, str]:
+            ctype, body = self.server.get(route)
+            return HTTPStatus.OK, body, ctype
+        self._answer(page)
 
     do_HEAD = do_GET
 
@@ -179,8 +239,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._guard():
             return
         url = urlsplit(self.path)
-        if url.path != "/api/predict":
-            self._refuse(HTTPStatus.NOT_FOUND, f"no API {url.path!r}; POST /api/predict")
+        if url.path not in self.server.post_routes:
+            routes = " or ".join(f"POST {r}" for r in self.server.post_routes) or "GET /"
+            self._refuse(HTTPStatus.NOT_FOUND, f"no API {url.path!r}; {routes}")
             return
         length = self.headers.get("Content-Length")
         if length is None or not length.strip().isdigit():
@@ -195,20 +256,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(HTTPStatus.BAD_REQUEST, "empty upload: send an image file's bytes")
             return
         body = self.rfile.read(n)
-        try:
-            k = int(parse_qs(url.query).get("k", ["3"])[0])
-            if k < 1:
-                raise ValueError
-        except ValueError:
-            self._refuse(HTTPStatus.BAD_REQUEST, "k must be a whole number >= 1")
-            return
-        try:
-            self._json(HTTPStatus.OK, self.server.predict(body, k))
-        except Refused as exc:
-            self._refuse(exc.status, str(exc))
-        except Exception as exc:  # noqa: BLE001 - one bad request never stops the server
-            self._refuse(HTTPStatus.INTERNAL_SERVER_ERROR,
-                         f"{type(exc).__name__}: {exc}".splitlines()[0])
+        self._answer(lambda: (HTTPStatus.OK, json.dumps(
+            self.server.post(url.path, url.query, body), allow_nan=False).encode("utf-8"),
+            "application/json"))
 
 
 def make_server(target: Target, host: str = "127.0.0.1", port: int = 8000,

@@ -19,6 +19,7 @@ import numpy as np
 from ...data import load_dataset
 from ...errors import CommandError, DataError
 from ...formats.model_file import SavedModel, atomic_write, load_model
+from ...train.control import kept_epoch
 from .build import EXPLORE, explorer_data, explorer_html, pick_probes, run_record
 
 __all__ = ["Target", "load_target", "probe_images", "build_explorer", "write_explorer",
@@ -109,7 +110,9 @@ def build_explorer(t: Target, images: Sequence[str | os.PathLike[str]] = (), *,
         cfg = (saved.metadata.get("training") or {}).get("config") or {}
         run = run_record(saved.model, saved.preprocess, t.history, t.x_test, t.y_test)
         run["label_smoothing"] = cfg.get("label_smoothing")
-        run["best_epoch"] = (saved.metadata.get("training") or {}).get("best_epoch")
+        kept = kept_epoch(t.history)  # the trainer's rule, for a model file that does not say
+        run["best_epoch"] = (saved.metadata.get("training") or {}).get("best_epoch") or (
+            kept["epoch"] if kept else None)
     where = t.run_dir.name if t.run_dir is not None else Path(saved.path or "model").name
     info = {"model": where, "dataset": saved.metadata.get("dataset"),
             "architecture": saved.metadata.get("arch_name"),

@@ -127,6 +127,11 @@
   // ---- receptive field --------------------------------------------------------------------------
   /* Ranges [y0, y1, x0, x1] that output cell (y, x) of `layer` depends on, in the output of every
      layer before it; chain[j + 1] is in layer j's output, chain[0] in the input (pixels). */
+  function span(ranges, a, b) {  // the union of ranges[a..b] (null entries: padding only)
+    var lo = Infinity, hi = -Infinity;
+    for (var i = a; i <= b; i++) if (ranges[i]) { lo = Math.min(lo, ranges[i][0]); hi = Math.max(hi, ranges[i][1]); }
+    return lo <= hi ? [lo, hi] : null;
+  }
   function rfChain(layer, y, x) {
     var r = [y, y, x, x], chain = [];
     chain[layer + 1] = r.slice();
@@ -135,7 +140,11 @@
       if (sh.length === 3) {
         var H = sh[1], W = sh[2];
         if (L.dep === "all") r = [0, H - 1, 0, W - 1];
-        else if (L.dep === "window") {
+        else if (L.dep === "table") {  // a container: its children's map, as a table
+          var ys = span(L.table.rows, r[0], r[1]), xs = span(L.table.cols, r[2], r[3]);
+          if (!ys || !xs) return null;
+          r = [ys[0], ys[1], xs[0], xs[1]];
+        } else if (L.dep === "window") {
           var w = L.window, pt = w.p[0][0], pl = w.p[1][0];
           r = [r[0] * w.s[0] - pt, r[1] * w.s[0] - pt + w.d[0] * (w.k[0] - 1),
                r[2] * w.s[1] - pl, r[3] * w.s[1] - pl + w.d[1] * (w.k[1] - 1)];
@@ -531,7 +540,9 @@
     $("training").hidden = false;
     var h = run.history, cv = $("curves"), ctx = cv.getContext("2d");
     ctx.clearRect(0, 0, cv.width, cv.height);
-    var series = [["train_loss", "#1f7ae0", 0], ["val_loss", "#e07b00", 0], ["train_accuracy", "#1f7ae0", 1], ["val_accuracy", "#e07b00", 1]];
+    // the training batches' cross-entropy without label smoothing (train_ce) is val_loss's measure
+    var ce = h.length > 0 && h.every(function (r) { return r.train_ce !== undefined && r.train_ce !== null; });
+    var series = [[ce ? "train_ce" : "train_loss", "#1f7ae0", 0], ["val_loss", "#e07b00", 0], ["train_accuracy", "#1f7ae0", 1], ["val_accuracy", "#e07b00", 1]];
     var W = cv.width / 2 - 30, H = cv.height - 50;
     [0, 1].forEach(function (panel) {
       var ox = 40 + panel * (W + 30), vals = [];
@@ -555,13 +566,15 @@
       ctx.setLineDash([]);
     });
     ctx.fillStyle = "#5b6670";
-    ctx.fillText("solid: training (" + (run.label_smoothing ? "with label smoothing " + run.label_smoothing + ", as trained" : "as trained") + "), dashed: validation", 40, cv.height - 6);
+    ctx.fillText(ce ? "solid: training, dashed: validation; loss: cross-entropy without label smoothing" +
+      (run.label_smoothing ? " (trained with smoothing " + run.label_smoothing + ")" : "") :
+      "solid: training (" + (run.label_smoothing ? "with label smoothing " + run.label_smoothing + ", as trained" : "as trained") + "), dashed: validation", 40, cv.height - 6);
     cv.onmousemove = function (ev) {
       var r = cv.getBoundingClientRect(), px = (ev.clientX - r.left) * cv.width / r.width, tip = $("curve-tip");
       var panel = px > 40 + W + 15 ? 1 : 0, ox = 40 + panel * (W + 30);
       var k = Math.round((px - ox) / W * (h.length - 1));
       if (!h.length || k < 0 || k >= h.length) { tip.hidden = true; return; }
-      var row = h[k], t = "epoch " + row.epoch + (row.best ? " ★ kept" : "");
+      var row = h[k], t = "epoch " + row.epoch + (row.epoch === run.best_epoch ? " ★ kept" : "");
       series.forEach(function (s) { if (row[s[0]] !== undefined && row[s[0]] !== null) t += ", " + s[0].replace("_", " ") + " " + row[s[0]].toFixed(4); });
       tip.textContent = t; tip.hidden = false; tip.style.left = (ev.clientX - r.left + 12) + "px"; tip.style.top = (ev.clientY - r.top) + "px";
     };
@@ -655,6 +668,41 @@
     $("draw-predict").addEventListener("click", function () { draw.toBlob(function (b) { send(b, "drawing"); }, "image/png"); });
   }
 
+  // ---- train --serve: reload, keeping the view, when the next epoch lands --------------------------
+  var POLL_MS = 1500, VIEW_KEY = "convscope-view";
+  function saveView() {
+    try {
+      sessionStorage.setItem(VIEW_KEY, JSON.stringify({ img: S.img, layer: S.layer, filter: S.filter, y: S.y, x: S.x, scroll: window.scrollY }));
+    } catch (e) { /* no storage: the reload starts from the top */ }
+  }
+  function restoreView() {
+    var v = null;
+    try { v = JSON.parse(sessionStorage.getItem(VIEW_KEY) || "null"); sessionStorage.removeItem(VIEW_KEY); } catch (e) { return; }
+    if (!v) return;
+    if (v.img >= 0 && v.img < DATA.images.length) chooseImage(v.img);
+    if (CONVS.indexOf(v.layer) >= 0) { try { select(v.layer, v.filter, v.y, v.x); } catch (e) { /* another model */ } }
+    window.scrollTo(0, v.scroll || 0);
+  }
+  function setupWatch() {
+    var w = DATA.watch, bar = $("watch");
+    if (!w) return;
+    bar.hidden = false;
+    var kept = w.best_epoch ? " (epoch " + w.best_epoch + ")" : "";
+    bar.textContent = w.done ? "Training ended (" + w.status.replace("_", " ") + "): the model kept" + kept + "." :
+      w.status === "saving" ? "Training ended: the model kept" + kept + "; saving the model file, the report and the explorer…" :
+      "Live: epoch " + w.epoch + " of " + w.epochs + " done; this page reloads itself when the next one ends.";
+    restoreView();
+    if (w.done) return;
+    var timer = setInterval(function () {
+      fetch(w.api, { cache: "no-store" }).then(function (r) { return r.json(); }).then(function (j) {
+        if (j.epoch !== w.epoch || j.status !== w.status) { clearInterval(timer); saveView(); location.reload(); }
+      }).catch(function () {
+        clearInterval(timer);
+        bar.textContent = "The live view has stopped (the run ended or was interrupted); this page shows epoch " + w.epoch + ".";
+      });
+    }, POLL_MS);
+  }
+
   // ---- start ---------------------------------------------------------------------------------------
   function setup() {
     var m = DATA.meta, parts = [];
@@ -681,7 +729,7 @@
       else if (e.key === " " && t !== "BUTTON") { e.preventDefault(); play(); }
     });
     if (S.layer >= 0) S.rf = { layer: S.layer, y: 0, x: 0, filter: 0 };
-    setupLive(); renderCards(); renderFilters(); renderTraining(); renderAll();
+    setupLive(); renderCards(); renderFilters(); renderTraining(); renderAll(); setupWatch();
   }
   window.convscope = { select: select, state: state, receptiveField: receptiveField };
   window.convscopeArith = ARITH;
