@@ -20,8 +20,6 @@ from typing import Any
 from . import functional, init, naive, shapes
 from ._version import __version__
 from .errors import ArchitectureError, ShapeError, UnsupportedLayer
-from .formats.onnx.export import export_onnx, import_onnx
-from .formats.torch import convert as interop
 from .init import manual_seed
 from .layers import (AvgPool2D, BatchNorm1D, BatchNorm2D, Concat, Conv2D, Dropout, Flatten,
                      GlobalAvgPool2D, Layer, LeakyReLU, Linear, MaxPool2D, ReLU, ReLU6, Residual,
@@ -46,13 +44,15 @@ _LAZY = ("data", "train", "cli", "ops", "distributed", "inspect", "formats", "ex
          "optim", "errors", "layers", "conv_gemm", "torch_modules", "cli_inspect", "cli_export")
 
 
-#: Functions imported on first use: model files need Pillow and safetensors, which
-#: ``import convscope`` does not load.
-_LAZY_NAMES = {"save_model": "formats.model_file", "load_model": "formats.model_file",
+#: Functions imported on first use (start-up time; model files need Pillow and safetensors).
+_LAZY_NAMES = {"export_onnx": "formats.onnx.export", "import_onnx": "formats.onnx.export",
+               "save_model": "formats.model_file", "load_model": "formats.model_file",
                "build_model": "formats.architecture", "architecture_of": "formats.architecture"}
 
 
 def __getattr__(name: str) -> Any:
+    if name == "interop":  # the old name of formats.torch.convert
+        return importlib.import_module(f"{__name__}.formats.torch.convert")
     if name in _LAZY:
         return importlib.import_module(f"{__name__}.{name}")
     if name in _LAZY_NAMES:

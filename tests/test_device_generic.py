@@ -265,3 +265,121 @@ def test_local_rank_picks_the_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     assert runtime.local_rank() == 0
     monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", "3")
     assert runtime.local_rank() == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# the Trainer on the device: each step copies its batch there and nothing else; files, the
+# checkpoint and resume work from host copies; the weights equal the CPU's
+
+
+def trainer_net(bn: bool = True) -> cs.Sequential:
+    norm = [cs.BatchNorm2D(4, dtype=np.float64)] if bn else []  # per-rank statistics with K > 1
+    return cs.Sequential(cs.Conv2D(1, 4, 3, padding=1, bias=False, dtype=np.float64),
+                         *norm, cs.ReLU(), cs.MaxPool2D(2),
+                         cs.Flatten(), cs.Linear(None, 3, dtype=np.float64),
+                         input_shape=(1, 8, 8), seed=0)
+
+
+class Copies:
+    """on_batch_end: the copies made since the previous batch ended."""
+
+    def __init__(self) -> None:
+        self.per_step: list[list[tuple[str, tuple[int, ...]]]] = []
+        self.seen = 0
+
+    def on_batch_end(self, trainer: Any, info: Any) -> None:
+        self.per_step.append([(k, s) for k, _, s in fd.TRANSFERS[self.seen:]])
+        self.seen = len(fd.TRANSFERS)
+
+
+def fit(device: str | None, epochs: int, run_dir: Any, resume: bool = False,
+        callbacks: tuple = (), comm: Any = None, bn: bool = True) -> cs.Sequential:
+    from dist_common import make_data
+    from convscope.train import TrainConfig, Trainer
+
+    x, y = make_data(40)
+    cfg = TrainConfig(epochs=epochs, batch_size=16, optimizer="sgd", lr=0.05, momentum=0.9,
+                      weight_decay=1e-4, seed=2, schedule="constant")
+    model = trainer_net(bn)
+    trainer = Trainer(model, cfg, run_dir=run_dir, device=device, callbacks=list(callbacks),
+                      comm=comm)
+    if comm is not None:
+        assert isinstance(trainer.dp.reducer.buffer, fd.FakeDeviceArray)
+    trainer.fit(x[:32], y[:32], x[32:], y[32:], resume=resume)
+    return model
+
+
+def test_the_trainer_on_the_device_copies_only_its_batches_and_equals_the_cpu(tmp_path: Any
+                                                                             ) -> None:
+    from convscope.formats.model_file import load_model
+
+    want = fit(None, 3, tmp_path / "cpu")
+    copies = Copies()
+    fit("fake", 2, tmp_path / "dev", callbacks=(copies,))
+    steps_after_first = copies.per_step[1:]  # the first also saw the start-up's copies
+    assert steps_after_first and all(
+        c == [("h2d", (16, 1, 8, 8)), ("h2d", (16,))] for c in steps_after_first
+        if len(c) == 2), steps_after_first
+    assert sum(len(c) == 2 for c in steps_after_first) >= 2
+    got = fit("fake", 3, tmp_path / "dev", resume=True)  # optimiser state back on the device
+    assert got.device == "fake"
+    for k, v in want.state_dict().items():
+        close(got.state_dict()[k], v, np.float64)
+    saved = load_model(tmp_path / "dev" / "model.safetensors")  # written from host copies
+    assert saved.model.device == "cpu"
+
+
+def test_data_parallel_on_the_device_stages_through_the_host() -> None:
+    """Two ranks on the device equal one process on the CPU; MPI (here ThreadComm) only ever
+    sees host buffers: the flat gradient buffer lives on the device and goes through host
+    memory (the PyPI Open MPI is not CUDA-aware)."""
+    import convscope.distributed as dist
+
+    want = fit(None, 2, None, bn=False)
+    seen: list[str] = []
+
+    def body(comm: dist.ThreadComm) -> cs.Sequential:
+        raw = comm.allreduce_
+
+        def allreduce_(buf: Any, op: str = "sum") -> Any:
+            seen.append(type(buf).__name__)
+            return raw(buf, op)
+
+        comm.allreduce_ = allreduce_  # type: ignore[method-assign]
+        return fit("fake", 2, None, comm=comm, bn=False)
+
+    results = dist.ThreadComm.run(2, body)
+    assert len(seen) > 8 and set(seen) == {"ndarray"}  # never a device array
+    for got in results:
+        assert got.device == "fake"
+        for k, v in want.state_dict().items():
+            close(got.state_dict()[k], v, np.float64)
+
+
+def test_the_command_line_trains_evaluates_and_predicts_on_the_device(tmp_path: Any,
+                                                                       capsys: Any) -> None:
+    """--device for train, evaluate and predict (the fake device stands in for cuda): the model
+    file is written from host copies, and evaluates on the device as on the CPU."""
+    import json
+
+    from PIL import Image
+
+    from convscope.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--arch", "lecture", "--quiet", "--seed", "1", "--epochs", "1",
+                 "--limit", "60", "--augment", "none", "--out", str(out), "--device",
+                 "fake"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    model = out / "model.safetensors"
+    capsys.readouterr()
+    assert main(["evaluate", str(model), "--device", "fake", "--json", "--limit", "50"]) == 0
+    on_device = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", str(model), "--json", "--limit", "50"]) == 0
+    on_cpu = json.loads(capsys.readouterr().out)
+    assert on_cpu["confusion"] == on_device["confusion"]
+    assert abs(on_cpu["loss"] - on_device["loss"]) < 1e-6 and results["test_images"] == 60
+    Image.fromarray(np.full((8, 8), 200, np.uint8)).save(tmp_path / "digit.png")
+    assert main(["predict", str(model), str(tmp_path / "digit.png"), "--device", "fake",
+                 "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)[0]["labels"]) == 3

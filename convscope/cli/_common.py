@@ -23,7 +23,8 @@ from .. import limits
 from ..errors import CommandError
 
 __all__ = ["Command", "CommandError", "Formatter", "say", "printable", "add_threads",
-           "idle_cores", "TRAIN_THREADS_HELP", "thread_limit", "one_line", "add_import", "import_user_code", "add_limits", "apply_limits",
+           "idle_cores", "TRAIN_THREADS_HELP", "thread_limit", "one_line", "add_import",
+           "import_user_code", "add_limits", "apply_limits",
            "DEFAULT_ARCH"]
 
 

@@ -15,6 +15,7 @@ from ..formats.model_file import load_model
 from ..inspect import viz
 from ..train import evaluate
 from ._common import CommandError, Formatter, add_import, add_threads, printable, say, thread_limit
+from ._device import add_device
 from ._outputs import check_output
 
 __all__ = ["add_parser", "run", "format_confusion", "write_confusion_png"]
@@ -47,6 +48,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="images per forward pass (default: 500)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     add_threads(p)
+    add_device(p)
     p.add_argument("--confusion", metavar="PNG",
                    help="also draw the confusion matrix into PNG (default: confusion-<split>.png "
                    "next to a model in a run folder)")
@@ -103,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if note:
         say(note)
     with thread_limit(args.threads):
-        ev = evaluate(saved.model, x, y, normalizer=saved.normalization,
+        ev = evaluate(saved.model.to(args.device), x, y, normalizer=saved.normalization,
                       num_classes=len(saved.classes), batch_size=args.batch_size)
     per_class = ev.per_class_accuracy
     _confusion_png(args, ev, saved.classes, f"{ds.name} {args.split} split")

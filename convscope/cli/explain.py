@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from ..errors import ShapeError
-from ..formats.architecture import parse_shape
+from ..formats.architecture import PRESETS, parse_shape
 from ..inspect.explain import explain
 from ._common import CommandError, Formatter, add_import
 from ._inputs import model_from
@@ -34,7 +34,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "  convscope explain resnet18.onnx --input 3x224x224   # any CNN exported to ONNX\n"
         "  convscope explain --input 7 --filter 3 --stride 3   # bare numbers: see `shapes`")
     p.add_argument("arch", metavar="ARCH", nargs="?", default="lecture",
-                   help="preset (lecture, lenet5, fashion, cifar), JSON architecture, model "
+                   help=f"preset ({', '.join(PRESETS)}), JSON architecture, model "
                    "file or .onnx file (default: lecture)")
     p.add_argument("--input", metavar="SHAPE",
                    help="per-image input, e.g. 32x32x3 or 1x28x28 (default: the model's, the "

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from ..data import IMAGE_EXTENSIONS, DataError
 from ..formats.model_file import load_model
 from ._common import CommandError, Formatter, add_import, add_threads, printable, say, thread_limit
+from ._device import add_device
 
 __all__ = ["add_parser", "run"]
 
@@ -39,6 +40,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="invert grey levels (default: auto, by the background)")
     p.add_argument("--json", action="store_true", help="print the predictions as JSON")
     add_threads(p)
+    add_device(p)
     add_import(p)
     return p
 
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--top-k must be >= 1, got {args.top_k}")
     thread_limit(args.threads, check_only=True)
     saved = load_model(args.model)
+    saved.model.to(args.device)  # each batch goes there, the scores come back
     paths = _expand_images(args.images)
     failed = 0
     records = []

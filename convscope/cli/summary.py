@@ -25,7 +25,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "  convscope summary runs/x/model.safetensors\n"
         "  convscope summary resnet18.onnx --input-shape 3x224x224")
     p.add_argument("arch", metavar="ARCH", nargs="?", default=DEFAULT_ARCH,
-                   help="preset (lecture, lenet5, fashion, cifar), JSON file, model file or "
+                   help=f"preset ({', '.join(PRESETS)}), JSON file, model file or "
                    f".onnx file (default: {DEFAULT_ARCH})")
     p.add_argument("--input-shape", metavar="CxHxW",
                    help="per-image input, e.g. 1x28x28 or 32x32x3 (default: the preset's own "

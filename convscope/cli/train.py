@@ -17,7 +17,7 @@ from typing import Any
 from .. import distributed as dist
 from ..data import Normalizer, stratified_split
 from ..data.record import data_record
-from ..formats.architecture import build_model, resolve_architecture
+from ..formats.architecture import PRESETS, build_model, resolve_architecture
 from ..formats.model_file import atomic_write, estimate_background, save_model
 from ..inspect.report import RunReport  # curves.png each epoch, report.html at the end
 from ..inspect.explore.source import write_run_explorer  # explore.html at the end
@@ -25,48 +25,17 @@ from ..train import TrainConfig, Trainer, TrainingDiverged
 from ._common import (DEFAULT_ARCH, TRAIN_THREADS_HELP, CommandError, Formatter, add_import,
                       add_threads, idle_cores, say, thread_limit)
 from ._inputs import check_trainable, load_data
+from ._device import add_device  # --device cuda
 from ._live import Live, add_serve, serve_args  # --serve: the live view
 from ._outputs import claim_run_folder, interrupted_line, new_run_check
+from ._train_settings import AUTO_AUGMENT, DEFAULT_LR, TRAIN_DEFAULTS, parse_augment
 
 __all__ = ["add_parser", "run", "parse_augment", "atomic_write_settings", "TRAIN_DEFAULTS",
            "DEFAULT_LR", "AUTO_AUGMENT"]
 
 
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "data": "digits", "arch": DEFAULT_ARCH, "epochs": 40, "batch_size": 64, "optimizer": "adam",
-    "lr": None, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "schedule": "cosine",
-    "step_size": 0, "gamma": 0.1, "warmup": 0.0, "min_lr": 0.0, "label_smoothing": 0.1,
-    "patience": None, "val_fraction": 0.1, "augment": "auto", "seed": None, "limit": None,
-    "data_dir": None, "download": True, "threads": None, "sync_bn": False, "input_size": None}
-DEFAULT_LR = {"sgd": 0.02, "adam": 3e-3, "adamw": 3e-3}
-#: What ``--augment auto`` means for the known datasets (others: no augmentation).
-AUTO_AUGMENT = {"digits": "crop=2", "mnist": "crop=2", "fashion-small": "flip",
-                "fashion-mnist": "flip", "cifar10": "crop=4+flip"}
 _RESUMABLE = {"epochs", "threads", "sync_bn"}  # settings that may change on --resume
 _LAUNCHED = "CONVSCOPE_LAUNCHED"  # set by --workers for its workers: config.json is brand new
-
-
-def parse_augment(spec: str) -> dict[str, Any] | None:
-    """``"none"``, ``"crop"``, ``"crop=3"``, ``"flip"`` or ``"crop=2+flip"`` -> Augment settings."""
-    if spec in ("none", ""):
-        return None
-    out = {"crop_padding": 0, "hflip": False}
-    for part in spec.split("+"):
-        name, _, value = part.partition("=")
-        if name == "crop":
-            try:
-                out["crop_padding"] = int(value) if value else 2
-            except ValueError:
-                raise CommandError(f"--augment: crop=N needs a whole number of pixels, got "
-                                   f"{part!r}") from None
-            if out["crop_padding"] < 0:
-                raise CommandError(f"--augment: crop padding must be >= 0, got {part!r}")
-        elif name == "flip" and not value:
-            out["hflip"] = True
-        else:
-            raise CommandError(f"--augment: unknown item {part!r}; use none, auto, crop, crop=N, "
-                               "flip or a '+' list such as crop=2+flip")
-    return out
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -89,7 +58,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "datasets: digits, fashion-small (bundled, no download); mnist, fashion-mnist, cifar10 "
         "(found in --data-dir, $CONVSCOPE_DATA, ~/.cache/convscope or /usr/share/datasets, "
         "else downloaded); or a folder with one sub-folder of images per class.\n"
-        "architectures: lecture, lenet5, fashion, cifar, or a JSON file listing layers, e.g. "
+        f"architectures: {', '.join(PRESETS)}, or a JSON file listing layers, e.g. "
         '[{"type": "conv", "filters": 6, "size": 5}, {"type": "relu"}, {"type": "pool", '
         '"size": 2}, {"type": "fc", "units": "classes"}]')
     g = p.add_argument_group("data")
@@ -111,7 +80,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="use only the first N training and N test images (quick tries)")
     g = p.add_argument_group("model")
     g.add_argument("--arch", metavar="NAME|FILE",
-                   help=f"preset (lecture, lenet5, fashion, cifar) or JSON file (default: {d['arch']})")
+                   help=f"preset ({', '.join(PRESETS)}) or JSON file (default: {d['arch']})")
     add_import(g)
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, metavar="N", help=f"epochs in all (default: {d['epochs']})")
@@ -148,6 +117,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="continue the run in DIR (its checkpoint and settings; --epochs may raise "
                    "the total)")
     add_threads(g, TRAIN_THREADS_HELP)  # None: the idle cores at start-up (idle_cores)
+    add_device(g)
     g.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     add_serve(g)
     g = p.add_argument_group("workers (data-parallel on MPI: pip install 'convscope[mpi]')")
@@ -182,7 +152,8 @@ def _launch(args: argparse.Namespace, s: dict[str, Any], run_dir: Path, resuming
     ``--workers`` MPI processes: every worker reads the same settings (seed, folder)."""
     dist.find_mpirun()  # a missing mpi4py: one line, before anything is written
     _write_settings(run_dir, s, resuming)
-    child = ["train", "--resume", str(run_dir), *serve_args(args)] + ["--quiet"] * bool(args.quiet)
+    child = ["train", "--resume", str(run_dir), "--device", args.device, *serve_args(args),
+             *["--quiet"] * bool(args.quiet)]
     for item in getattr(args, "imports", None) or ():
         child += ["--import", str(item)]
     return dist.launch(child, args.workers, hostfile=args.hostfile, env={_LAUNCHED: "1"})
@@ -316,12 +287,10 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     info = {"dataset": ds.name, "arch_name": arch_name, "background": background,
             "data": data_record(ds, s["data"])}  # an image folder: found again by evaluate
     quiet = args.quiet or not comm.is_root  # rank 0 alone prints and writes
-
     trainer = Trainer(model, config, normalizer=normalizer, run_dir=run_dir, classes=ds.classes,
                       model_info=info, progress=not quiet, log=None if quiet else say,
                       callbacks=[RunReport(*((x_test, y_test) if len(y_test) else ()), log=say)],
-                      comm=comm,
-                      sync_bn=bool(s["sync_bn"]))
+                      comm=comm, sync_bn=bool(s["sync_bn"]), device=args.device)
     live = Live.start(args, trainer, x_test, y_test) if comm.is_root else None  # --serve
     if comm.is_root and not fresh:
         _write_settings(run_dir, s, resuming)
@@ -362,7 +331,7 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                "seconds": round(time.perf_counter() - t_start, 2)}
     if not test.total:  # no "0.00% (0/0)": say there was nothing to test on
         results.update(test_accuracy=None, test_loss=None)
-    model_path = save_model(run_dir / "model.safetensors", model, ds.classes,
+    model_path = save_model(run_dir / "model.safetensors", model.to("cpu"), ds.classes,
                             normalization=normalizer, background=background, dataset=ds.name,
                             arch_name=arch_name, training={**results, "config": config.to_dict()},
                             data=info["data"])

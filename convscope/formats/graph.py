@@ -169,7 +169,8 @@ def _pattern(node: Node, why: str) -> ValueError:
 
 
 def assemble(items: Sequence[Any], input_shape: Sequence[int] | None = None) -> Layer:
-    """A Sequential of the chain (:func:`decompose`), each branch a Sequential; Add is ``Residual(block, shortcut)``, Concat ``Concat(*branches)``."""
+    """A Sequential of the chain (:func:`decompose`), each branch a Sequential; Add is
+    ``Residual(block, shortcut)``, Concat ``Concat(*branches)``."""
     seq = lookup("sequential").cls
     layers = [_layer(item) for item in items]
     return seq(*layers) if input_shape is None else seq(*layers, input_shape=tuple(input_shape))

@@ -89,7 +89,7 @@ def _cifar(input_shape: Shape3, classes: int) -> list[Spec]:
 def _fashion(input_shape: Shape3, classes: int) -> list[Spec]:
     """A small net for Fashion-MNIST: three blocks of conv3x3 -> batch norm -> ReLU -> pool
     (32, 64, 128 filters; 28 -> 14 -> 7 -> 3), fc256 with dropout 0.3, fc(classes).  93.4% on
-    the Fashion-MNIST test set after 20 epochs (``python -m bench.accuracy``)."""
+    the Fashion-MNIST test set after 20 epochs (``python -m bench.fashion_full``)."""
     out: list[Spec] = []
     for filters in (32, 64, 128):
         out += [{"type": "conv", "filters": filters, "size": 3, "pad": 1, "bias": False},

@@ -191,7 +191,8 @@ def activation_maps(model: Any, x: np.ndarray, path: str | os.PathLike[str] | No
     class (``label``, the true class, is named too).
 
     ``panels[0]`` is the input; ``panels[j].array`` the layer output drawn (``panels[j].layer``
-    its index, or label '3.1' inside block 3); the bar panel's ``extra`` has ``order``, ``predicted`` and ``probabilities``.
+    its index, or label '3.1' inside block 3); the bar panel's ``extra`` has ``order``,
+    ``predicted`` and ``probabilities``.
     """
     x = np.asarray(x)
     seen = record(model, x)

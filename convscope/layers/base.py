@@ -111,6 +111,7 @@ class Layer:
         Returns self.  Arrays already there stay the same objects; the forward cache is
         dropped.  Make optimisers after moving (or call their ``to``); the Trainer does both."""
         dev = get_device(device)
+        dev.use()  # CuPy allocates and computes on the current GPU: make it this one
         for _, child in self.children():
             child.to(dev)
         own = vars(self)  # a container's params/grads/buffers are merged views: its children's
