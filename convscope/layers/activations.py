@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 from .. import workspace
+from ..ops.layout import is_channels_last as _channels_last
 from ..runtime import grad_enabled, xp_of
 from ..words import volume
 from .base import Array, Layer, Shape
 from .registry import register_layer
-
-
-def _channels_last(x: Array) -> bool:
-    """Whether a 4-D x keeps its channels innermost in memory (its copies should too)."""
-    s = x.strides
-    return x.ndim == 4 and x.shape[1] > 1 and abs(s[1]) <= min(abs(s[2]), abs(s[3]))
 
 _ANY = (1, 2, 3, 4, 5)
 
@@ -27,12 +22,46 @@ def _elementwise(layer: Layer, kind: str, formula: str, input_shape: Shape, ctx:
                     f"{volume(out)}; no parameters", out)
 
 
+class _Pointwise(Layer):
+    """A parameterless function applied to each number: what it is in every format is data
+    (``word``, ``formula``, ``onnx_op``, ``torch_module``); subclasses write forward/backward."""
+
+    word: ClassVar[str]
+    formula: ClassVar[str]
+    onnx_op: ClassVar[str]
+    torch_module: ClassVar[str]
+    elementwise = True  # a conv or fc entry's "activation" key may name it
+
+    def explain(self, input_shape: Shape, ctx: Any) -> Any:
+        return _elementwise(self, self.word, f"{self.word}: {self.formula}", input_shape, ctx)
+
+    def to_onnx(self, g: Any, x: str, input_shape: Shape) -> str:
+        return g.node(self.onnx_op, [x])
+
+    @classmethod
+    def from_onnx(cls, node: Any, g: Any, input_shape: Shape) -> Layer:
+        return cls()
+
+    def to_torch(self, torch: Any) -> Any:
+        return getattr(torch.nn, self.torch_module)()
+
+    @classmethod
+    def from_torch(cls, module: Any, torch: Any) -> Layer:
+        return cls()
+
+    @classmethod
+    def example(cls, dtype: Any = None) -> tuple[Layer, Shape]:
+        return cls(), (2, 3, 4)
+
+
 @register_layer("relu", onnx_ops=("Relu",), torch=("ReLU",))
-class ReLU(Layer):
+class ReLU(_Pointwise):
     """max(0, x); gradient 1 where x > 0 (or NaN), else 0.  Any shape.
 
     Keeps only that mask (1 byte per value) for backward, not y itself.
     """
+
+    word, formula, onnx_op, torch_module = "RELU", "max(0, x)", "Relu", "ReLU"
 
     def forward(self, x: Array) -> Array:
         self._check(x, _ANY, "(N, ...)")
@@ -49,33 +78,6 @@ class ReLU(Layer):
         xp = xp_of(dy)
         out = workspace.empty(mask.shape, dy.dtype, xp, _channels_last(mask))  # forward's layout
         return xp.multiply(dy, mask, out=out)
-
-    # -- explain --
-    def explain(self, input_shape: Shape, ctx: Any) -> Any:
-        return _elementwise(self, "RELU", "RELU: max(0, x)", input_shape, ctx)
-
-    # -- ONNX --
-    def to_onnx(self, g: Any, x: str, input_shape: Shape) -> str:
-        return g.node("Relu", [x])
-
-    @classmethod
-    def from_onnx(cls, node: Any, g: Any, input_shape: Shape) -> Layer:
-        return cls()
-
-    # -- PyTorch --
-    def to_torch(self, torch: Any) -> Any:
-        return torch.nn.ReLU()
-
-    @classmethod
-    def from_torch(cls, module: Any, torch: Any) -> Layer:
-        return cls()
-
-    # -- JSON --
-    elementwise = True  # a conv or fc entry's "activation" key may name it
-
-    @classmethod
-    def example(cls, dtype: Any = None) -> tuple[Layer, Shape]:
-        return cls(), (2, 3, 4)
 
 
 @register_layer("leakyrelu", aliases=("leaky_relu",), onnx_ops=("LeakyRelu",), torch=("LeakyReLU",))
@@ -137,8 +139,10 @@ class LeakyReLU(Layer):
 
 
 @register_layer("sigmoid", onnx_ops=("Sigmoid",), torch=("Sigmoid",))
-class Sigmoid(Layer):
+class Sigmoid(_Pointwise):
     """s = 1 / (1 + e^-x); ds/dx = s·(1 - s).  Written stably for large |x|."""
+
+    word, formula, onnx_op, torch_module = "SIGMOID", "1 / (1 + e^−x)", "Sigmoid", "Sigmoid"
 
     def forward(self, x: Array) -> Array:
         self._check(x, _ANY, "(N, ...)")
@@ -151,37 +155,12 @@ class Sigmoid(Layer):
         y = self._take(dy)
         return dy * y * (1 - y)
 
-    # -- explain --
-    def explain(self, input_shape: Shape, ctx: Any) -> Any:
-        return _elementwise(self, "SIGMOID", "SIGMOID: 1 / (1 + e^−x)", input_shape, ctx)
-
-    # -- ONNX --
-    def to_onnx(self, g: Any, x: str, input_shape: Shape) -> str:
-        return g.node("Sigmoid", [x])
-
-    @classmethod
-    def from_onnx(cls, node: Any, g: Any, input_shape: Shape) -> Layer:
-        return cls()
-
-    # -- PyTorch --
-    def to_torch(self, torch: Any) -> Any:
-        return torch.nn.Sigmoid()
-
-    @classmethod
-    def from_torch(cls, module: Any, torch: Any) -> Layer:
-        return cls()
-
-    # -- JSON --
-    elementwise = True  # a conv or fc entry's "activation" key may name it
-
-    @classmethod
-    def example(cls, dtype: Any = None) -> tuple[Layer, Shape]:
-        return cls(), (2, 3, 4)
-
 
 @register_layer("tanh", onnx_ops=("Tanh",), torch=("Tanh",))
-class Tanh(Layer):
+class Tanh(_Pointwise):
     """tanh(x); d/dx = 1 - tanh(x)^2."""
+
+    word, formula, onnx_op, torch_module = "TANH", "tanh(x)", "Tanh", "Tanh"
 
     def forward(self, x: Array) -> Array:
         self._check(x, _ANY, "(N, ...)")
@@ -191,33 +170,6 @@ class Tanh(Layer):
     def backward(self, dy: Array) -> Array:
         y = self._take(dy)
         return dy * (1 - y * y)
-
-    # -- explain --
-    def explain(self, input_shape: Shape, ctx: Any) -> Any:
-        return _elementwise(self, "TANH", "TANH: tanh(x)", input_shape, ctx)
-
-    # -- ONNX --
-    def to_onnx(self, g: Any, x: str, input_shape: Shape) -> str:
-        return g.node("Tanh", [x])
-
-    @classmethod
-    def from_onnx(cls, node: Any, g: Any, input_shape: Shape) -> Layer:
-        return cls()
-
-    # -- PyTorch --
-    def to_torch(self, torch: Any) -> Any:
-        return torch.nn.Tanh()
-
-    @classmethod
-    def from_torch(cls, module: Any, torch: Any) -> Layer:
-        return cls()
-
-    # -- JSON --
-    elementwise = True  # a conv or fc entry's "activation" key may name it
-
-    @classmethod
-    def example(cls, dtype: Any = None) -> tuple[Layer, Shape]:
-        return cls(), (2, 3, 4)
 
 
 @register_layer("relu6", onnx_ops=("Clip",), torch=("ReLU6",))
