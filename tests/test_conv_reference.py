@@ -8,7 +8,7 @@ differences; the lecture's numbers come out of the loops.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from convscope.ops import conv, conv_reference as ref
 from convscope.ops.padding import PAD_MODES
 from convscope.shapes import conv_output_shape
+from finite_diff import numeric_grad
 
 BASE = settings.default.max_examples
 RTOL, ATOL = 1e-10, 1e-12
@@ -115,20 +116,6 @@ def test_loops_equal_torch(case: dict[str, Any]) -> None:
     close(dx, xt.grad.numpy(), "torch dx")
     close(dw, wt.grad.numpy(), "torch dw")
     close(db, bt.grad.numpy(), "torch db")
-
-
-def numeric_grad(f: Callable[[], float], a: np.ndarray, h: float = 1e-6) -> np.ndarray:
-    """dL/da by central differences, perturbing ``a`` in place one element at a time."""
-    g = np.zeros_like(a)
-    for i in np.ndindex(a.shape):
-        old = a[i]
-        a[i] = old + h
-        up = f()
-        a[i] = old - h
-        down = f()
-        a[i] = old
-        g[i] = (up - down) / (2 * h)
-    return g
 
 
 @pytest.mark.parametrize("case", [

@@ -18,23 +18,10 @@ import numpy as np
 import pytest
 
 import convscope as cs
+from finite_diff import numeric_grad
 
 H = 1e-6
 TOL = 1e-6
-
-
-def numeric_grad(f: Callable[[], float], a: np.ndarray, h: float = H) -> np.ndarray:
-    """dL/da by central differences, perturbing ``a`` in place one element at a time."""
-    g = np.zeros_like(a)
-    for i in np.ndindex(a.shape):
-        old = a[i]
-        a[i] = old + h
-        up = f()
-        a[i] = old - h
-        down = f()
-        a[i] = old
-        g[i] = (up - down) / (2 * h)
-    return g
 
 
 def rel_error(analytic: np.ndarray, numeric: np.ndarray) -> float:

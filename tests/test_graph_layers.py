@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 import convscope as cs
 from convscope.formats.architecture import architecture_of, build_model
 from convscope.formats.model_file import load_model, save_model
+from finite_diff import numeric_grad
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -218,19 +219,8 @@ def test_a_whole_residual_network_against_finite_differences() -> None:
     def loss() -> float:
         return float(np.sum(net.forward(x) * g))  # batch-norm statistics: the batch's own
 
-    h = 1e-6
-
     def numeric(a: np.ndarray) -> np.ndarray:
-        out = np.zeros_like(a)
-        for i in np.ndindex(a.shape):
-            old = a[i]
-            a[i] = old + h
-            up = loss()
-            a[i] = old - h
-            down = loss()
-            a[i] = old
-            out[i] = (up - down) / (2 * h)
-        return out
+        return numeric_grad(loss, a)
 
     def check(analytic: np.ndarray, num: np.ndarray, what: str) -> None:
         assert np.abs(num).max() > 1e-8, f"{what}: vacuous"

@@ -22,6 +22,7 @@ from convscope.formats.architecture import (architecture_of, build_model, layer_
                                             spec_of)
 from convscope.formats.model_file import ModelFileError, load_model, save_model
 from convscope.layers.registry import REGISTRY, Kind, kind_of, register_layer, unregister
+from finite_diff import numeric_grad
 
 #: The built-in kinds (a kind another test module registers is its own business).
 BUILT_IN = [name for name, k in REGISTRY.items() if k.cls.__module__.startswith("convscope.")]
@@ -69,17 +70,7 @@ def check_dtype(kind: Kind, dtype: Any, training: bool) -> None:
 
 
 def _numeric(loss: Callable[[], float], a: np.ndarray) -> np.ndarray:
-    """dL/da by central differences, perturbing ``a`` in place one element at a time."""
-    g = np.zeros_like(a)
-    for i in np.ndindex(a.shape):
-        old = a[i]
-        a[i] = old + H
-        up = loss()
-        a[i] = old - H
-        down = loss()
-        a[i] = old
-        g[i] = (up - down) / (2 * H)
-    return g
+    return numeric_grad(loss, a, H)
 
 
 def _close(analytic: np.ndarray, numeric: np.ndarray, what: str) -> None:
