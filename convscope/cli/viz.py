@@ -10,7 +10,7 @@ from typing import Any
 from ..data import load_dataset, load_image, to_float
 from ..data.record import find_dataset
 from ..inspect import viz
-from ..inspect.report import _read_history as read_history  # the reader of metrics.jsonl
+from ..inspect.history import read_history  # the reader of metrics.jsonl
 from ..inspect.tree import filter_layers, position
 from ..train.evaluation import model_dtype
 from ._common import CommandError, Formatter, add_import, say

@@ -10,6 +10,7 @@ weights the trainer kept (:func:`~convscope.train.control.kept_epoch`, the train
 from __future__ import annotations
 
 import html
+import json
 import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -18,6 +19,21 @@ from ..train.control import kept_epoch
 from . import viz
 
 __all__ = ["comparable_history", "curves_picture", "history_table"]
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """The rows of a run's metrics.jsonl ([] when there is none); a line that is not JSON is a
+    ValueError naming the file and the line."""
+    if not path.is_file():
+        return []
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}, line {n}: not JSON ({exc.msg})") from None
+    return rows
 
 
 def _e(value: Any) -> str:

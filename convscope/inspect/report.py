@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -34,7 +33,7 @@ from ..train.control import kept_epoch
 from ..words import nbytes_text, volume
 from . import viz
 from .explain import explain
-from .history import comparable_history, curves_picture, history_table
+from .history import comparable_history, curves_picture, history_table, read_history
 from .tree import filter_layers
 
 if TYPE_CHECKING:
@@ -256,19 +255,6 @@ def write_report(run_dir: str | Path, model: Sequential, classes: Sequence[str],
     return atomic_write(Path(run_dir) / REPORT, report_html(model, classes, **kwargs))
 
 
-def _read_history(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}, line {n}: not JSON ({exc.msg})") from None
-    return rows
-
-
 def report_for_run(run_dir: str | Path, dataset: str | None = None,
                    data_dir: str | Path | None = None, **kwargs: Any) -> Path:
     """(Re)write ``report.html`` for a finished run folder: its ``model.safetensors``,
@@ -279,7 +265,7 @@ def report_for_run(run_dir: str | Path, dataset: str | None = None,
     if not (run / MODEL).is_file():
         raise FileNotFoundError(f"{run}: no {MODEL} here; is it a run folder of `convscope train`?")
     saved = load_model(run / MODEL)
-    history = _read_history(run / METRICS)
+    history = read_history(run / METRICS)
     name = dataset or saved.metadata.get("dataset")
     x = y = None
     if name or saved.metadata.get("data"):

@@ -8,7 +8,6 @@ curves and the confusion matrix).  Probe images are the image files given (conve
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from ...data import load_dataset
 from ...errors import CommandError, DataError
 from ...formats.model_file import SavedModel, atomic_write, load_model
 from ...train.control import kept_epoch
+from ..history import read_history
 from .build import EXPLORE, explorer_data, explorer_html, pick_probes, run_record
 
 __all__ = ["Target", "load_target", "probe_images", "build_explorer", "write_explorer",
@@ -42,18 +42,6 @@ class Target:
     note: str = ""
 
 
-def _history(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    if path.is_file():
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise CommandError(f"{path}, line {n}: not JSON ({exc.msg})") from None
-    return rows
-
-
 def load_target(target: str | os.PathLike[str], data_dir: str | None = None) -> Target:
     """The model of a model file or run folder; with a run, its history; and the test split
     of the model's dataset when it is on disk (never downloaded)."""
@@ -69,7 +57,7 @@ def load_target(target: str | os.PathLike[str], data_dir: str | None = None) -> 
     else:
         raise CommandError(f"{path}: no such model file or run folder")
     saved = load_model(path)
-    t = Target(saved, run_dir, history=_history(run_dir / METRICS) if run_dir else [])
+    t = Target(saved, run_dir, history=read_history(run_dir / METRICS) if run_dir else [])
     name = saved.metadata.get("dataset")
     if name:
         try:
@@ -128,7 +116,7 @@ def write_run_explorer(run_dir: str | os.PathLike[str], x_test: np.ndarray | Non
     """``explore.html`` for a finished run folder whose test split is already in memory (what
     ``convscope train`` calls at the end: nothing is loaded twice)."""
     run = Path(run_dir)
-    t = Target(load_model(run / MODEL), run, x_test, y_test, _history(run / METRICS))
+    t = Target(load_model(run / MODEL), run, x_test, y_test, read_history(run / METRICS))
     return write_explorer(t)
 
 
