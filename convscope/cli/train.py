@@ -22,7 +22,7 @@ from ..formats.model_file import atomic_write, estimate_background, save_model
 from ..inspect.report import RunReport  # curves.png each epoch, report.html at the end
 from ..inspect.explore.source import write_run_explorer  # explore.html at the end
 from ..train import TrainConfig, Trainer, TrainingDiverged
-from ._common import (DEFAULT_ARCH, TRAIN_THREADS_HELP, CommandError, Formatter, add_import,
+from ._common import (TRAIN_THREADS_HELP, CommandError, Formatter, add_import,
                       add_threads, idle_cores, say, thread_limit)
 from ._inputs import check_trainable, load_data
 from ._device import add_device  # --device cuda

@@ -51,7 +51,6 @@ from ..errors import ArchitectureError, ShapeError
 from ..layers.base import Layer, float_dtype
 from ..layers.container import Sequential
 from ..layers.registry import REGISTRY, Kind, lookup, require_kind, supported
-from ..shapes import FITS
 from .cost import Cost, check_cost, cost_of
 from .spec_reader import SpecReader
 from .presets import (PRESET_INPUT_SHAPES, PRESETS, Shape3, Spec, did_you_mean, list_presets,

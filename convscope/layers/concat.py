@@ -7,7 +7,7 @@ gets its own channels of dy, dx = Σ_k d branch_k.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 

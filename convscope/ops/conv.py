@@ -41,8 +41,6 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from .. import workspace
 from ..runtime import xp_of
 from ..shapes import Pads, Pair

@@ -13,7 +13,6 @@ import hashlib
 import html
 import json
 from importlib import resources
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
