@@ -25,11 +25,16 @@ How it is laid out, each choice measured on a 2-core AVX-512 machine with OpenBL
 * ``cols`` is not kept for the backward pass (it is often the largest array of a step); backward
   rebuilds it from the input, chunk by chunk.  The layer keeps a reference to its input, as
   PyTorch does, so an input changed in place before backward changes the weight gradient.
-* The input gradient is dcols = dY W and col2im: F·F strided slice-adds (never
-  ``np.add.at``) straight into dx, clipped to the image (measured faster than computing dx as a
-  convolution of dY with the flipped filters).
+* The input gradient at stride 1 (8 filters or more) is a convolution of dY with the flipped
+  filters, through this same forward path: its im2col copies rows of K·kH·kW numbers.  col2im,
+  dcols = dY W then F·F strided slice-adds into dx, adds runs of only C numbers from C-wide
+  rows: a ResNet's 16-channel 3x3 conv spent 3x longer there (the whole ResNet-14 step went
+  from 920 to 640 ms).  col2im stays for strides, groups and padding beyond the filter's reach
+  (clipped to the image, never ``np.add.at``).
 * Few BLAS calls: one GEMM per chunk and pass.  Each call is a point where BLAS's threads wait
   for each other, which costs little on an idle machine and a scheduler time slice on a busy one.
+* The chunks of a large batch are spread over :mod:`convscope.threads`' workers, each with its
+  own scratch buffers and its own share of dW (summed at the end).
 
 The array module comes from the input (NumPy or CuPy).  The same sums written to be read, and
 the reference this path is tested against: :mod:`convscope.ops.conv_reference`.
@@ -41,9 +46,10 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from .. import workspace
+from .. import threads, workspace
 from ..runtime import xp_of
 from ..shapes import Pads, Pair
+from .col2im import input_grad_chunk
 from .conv_rows import backward_rows, forward_rows
 from .conv_rows import strided as _strided, zero_border as _zero_border
 from .layout import channels_innermost
@@ -57,6 +63,11 @@ WIDE_K = 16  # channels-last output from this many filters on (fewer: channels-f
 # forward+backward; with a channels-last output the extra copies lost (1.2x slower).  False:
 # im2col everywhere (the tests run both).
 ROWS = True
+# The input gradient at stride 1 as a convolution of dY with the flipped filters
+# (_input_grad_transposed) when the layer has at least TRANSPOSED_MIN_K filters; False: col2im
+# everywhere (the tests run both).
+TRANSPOSED = True
+TRANSPOSED_MIN_K = 8
 
 
 @dataclass(frozen=True)
@@ -121,6 +132,16 @@ def _plan(x_shape: tuple, w_shape: tuple, bias: bool, stride: Pair, pads: Pads, 
     k, _, kh, kw = w_shape
     return Plan(n, c, h, wd, k, kh, kw, stride, dilation, pads, out_hw, groups, mode,
                 channels_first, bias and groups == 1, k >= WIDE_K, rows)
+
+
+def _chunks(p: Plan, itemsize: int) -> tuple[int, list[int], int]:
+    """(images per chunk, the chunks' first images, threads to spread them over): chunks that
+    fit the workspace budget, and at least one per thread when the batch is spread."""
+    nc = p.chunk(itemsize)
+    nw = threads.active(p.n * p.out_hw[0] * p.out_hw[1] * p.width)
+    if nw > 1:
+        nc = min(nc, -(-p.n // nw))
+    return nc, list(range(0, p.n, max(nc, 1))), nw
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,23 +255,27 @@ def conv2d_forward(x: Array, w: Array, b: Array | None, stride: Pair, pads: Pads
     else:
         y = workspace.empty((p.n, p.k, oh, ow), x.dtype, xp)
         y3 = y.reshape(p.n, p.k, npos)
-    nc = p.chunk(x.dtype.itemsize)
-    for n0 in range(0, p.n, (nc if not p.rows else p.n) or 1):  # an empty batch: no chunk
+    nc, starts, nw = _chunks(p, x.dtype.itemsize)
+
+    def chunks(part: list[int]) -> None:  # the chunks of one thread
         if p.rows:  # stride 1, channels-first columns: the row-flat path
-            forward_rows(x, full, wm, p, y)
-            break
-        n1 = min(p.n, n0 + nc)
-        buf = _columns(_chunk_source(x, full, n0, n1, p), p)
-        if not p.out_channels_last:  # (K, m) from one GEMM, then one copy into (n, K, OH·OW)
-            yt = workspace.buffer("yt", (p.k, (n1 - n0) * npos), x.dtype, xp)
-        for gi in range(g):
-            a = _group(buf, p, gi, True)  # (m, depth [+ 1])
-            if p.out_channels_last:
-                xp.matmul(a, wm[gi].T, out=y2[n0 * npos:n1 * npos, gi * kg:(gi + 1) * kg])
-            else:
-                xp.matmul(wm[gi], a.T, out=yt[gi * kg:(gi + 1) * kg])
-        if not p.out_channels_last:
-            y3[n0:n1] = yt.reshape(p.k, n1 - n0, npos).transpose(1, 0, 2)
+            forward_rows(x, full, wm, p, y, part, nc)
+            return
+        for n0 in part:
+            n1 = min(p.n, n0 + nc)
+            buf = _columns(_chunk_source(x, full, n0, n1, p), p)
+            if not p.out_channels_last:  # (K, m) from one GEMM, then one copy into (n, K, OH·OW)
+                yt = workspace.buffer("yt", (p.k, (n1 - n0) * npos), x.dtype, xp)
+            for gi in range(g):
+                a = _group(buf, p, gi, True)  # (m, depth [+ 1])
+                if p.out_channels_last:
+                    xp.matmul(a, wm[gi].T, out=y2[n0 * npos:n1 * npos, gi * kg:(gi + 1) * kg])
+                else:
+                    xp.matmul(wm[gi], a.T, out=yt[gi * kg:(gi + 1) * kg])
+            if not p.out_channels_last:
+                y3[n0:n1] = yt.reshape(p.k, n1 - n0, npos).transpose(1, 0, 2)
+
+    threads.spread(starts, chunks, nw)
     if b is not None and not p.bias_col:
         y += b.reshape(1, p.k, 1, 1) if not p.out_channels_last else b
     return (y.transpose(0, 3, 1, 2) if p.out_channels_last else y), (x, full, wm, p)
@@ -258,65 +283,6 @@ def conv2d_forward(x: Array, w: Array, b: Array | None, stride: Pair, pads: Pads
 
 # ---------------------------------------------------------------------------------------------
 # backward
-
-
-def _tap_ranges(out: int, taps: int, stride: int, dilation: int, offset: int, size: int
-                ) -> list[tuple[slice, slice] | None]:
-    """For each tap i along one axis: (output slice, target slice) of the outputs whose input
-    o·stride + i·dilation - offset lands inside [0, size); None when none does (padding only)."""
-    ranges = []
-    for i in range(taps):
-        a = i * dilation - offset  # output o reads input o·stride + a
-        lo = max(0, -(a // stride))  # ceil(-a / stride)
-        hi = min(out, (size - 1 - a) // stride + 1)
-        if hi <= lo:
-            ranges.append(None)
-            continue
-        start = lo * stride + a
-        ranges.append((slice(lo, hi), slice(start, start + (hi - lo - 1) * stride + 1, stride)))
-    return ranges
-
-
-def _input_grad_chunk(dyt: Array, wm: Array, p: Plan, target: Array, offset: Pair) -> None:
-    """Add one chunk's input gradient into ``target`` (nc, C, T_h, T_w), zeroed by the caller,
-    whose pixel (0, 0) is (offset) in the padded input; dY of the chunk is a (K, nc·OH·OW)
-    matrix.  Gradients that land in the padding are dropped (zero padding), so the target is
-    dx itself, or the padded dx for the other padding modes.
-
-    dcols = dY W in one GEMM per group, then col2im: kH·kW strided slice-adds (never
-    np.add.at), into the columns buffer.  (Computing dcols tap by tap, kH·kW GEMMs, made the
-    adds faster on an idle machine but each GEMM a point where the two BLAS threads wait for
-    each other: on a machine shared with other work that cost 10x.)
-    """
-    xp = xp_of(dyt)
-    dtype = dyt.dtype
-    nc = target.shape[0]
-    oh, ow = p.out_hw
-    g, kg, cg = p.groups, p.k // p.groups, p.c // p.groups
-    m = nc * oh * ow
-    rows = _tap_ranges(oh, p.kh, p.stride[0], p.dilation[0], offset[0], target.shape[2])
-    cols = _tap_ranges(ow, p.kw, p.stride[1], p.dilation[1], offset[1], target.shape[3])
-    if p.channels_first:
-        dcols = workspace.buffer("cols", (g, p.depth, m), dtype, xp)
-        for gi in range(g):
-            xp.matmul(wm[gi, :, :p.depth].T, dyt[gi * kg:(gi + 1) * kg], out=dcols[gi])
-        d6 = dcols.reshape(p.c, p.kh, p.kw, nc, oh, ow)
-        dst = target.transpose(1, 0, 2, 3)  # (C, nc, T_h, T_w)
-        for i, r in enumerate(rows):
-            for j, c in enumerate(cols):
-                if r is not None and c is not None:
-                    dst[:, :, r[1], c[1]] += d6[:, i, j, :, r[0], c[0]]
-        return
-    dcols = workspace.buffer("cols", (m, p.depth), dtype, xp)
-    d6 = dcols.reshape(nc, oh, ow, p.kh, p.kw, cg)
-    dst = target.transpose(0, 2, 3, 1)  # (nc, T_h, T_w, C)
-    for gi in range(g):
-        xp.matmul(dyt[gi * kg:(gi + 1) * kg].T, wm[gi, :, :p.depth], out=dcols)
-        chans = slice(gi * cg, (gi + 1) * cg)
-        for i, r in enumerate(rows):
-            for j, c in enumerate(cols):
-                if r is not None and c is not None:
-                    dst[:, r[1], c[1], chans] += d6[:, r[0], c[0], i, j]
 
 
 def _dy_matrix(dy: Array) -> Array:
@@ -334,49 +300,83 @@ def _dy_matrix(dy: Array) -> Array:
     return out.reshape(k, n * oh * ow)
 
 
+def _transposed_pads(p: Plan) -> Pads | None:
+    """Padding of dY for the input gradient as a stride-1 convolution, or None where that does not
+    apply (strides, groups, the row-flat path, padding wider than the filter's reach).
+
+    At stride 1, dx[h] = Σ_i dy[h + t - d·i] · w[i]: a correlation of dY with the flipped filters,
+    dY padded by d·(kH - 1) - t above and d·(kH - 1) - b below gives H rows (Hp for the padded
+    dx of the other padding modes, with t = b = 0)."""
+    if (not TRANSPOSED or p.rows or p.stride != (1, 1) or p.groups != 1
+            or min(p.kh, p.kw) < 2 or p.k < TRANSPOSED_MIN_K):
+        return None
+    (t, b), (l, r) = ((0, 0), (0, 0)) if p.mode != "zeros" else p.pads
+    (dh, dw) = p.dilation
+    pads = ((dh * (p.kh - 1) - t, dh * (p.kh - 1) - b), (dw * (p.kw - 1) - l, dw * (p.kw - 1) - r))
+    return pads if min(min(pads[0]), min(pads[1])) >= 0 else None
+
+
+def _input_grad_transposed(dy: Array, w: Array, p: Plan, pads: Pads, out_hw: Pair) -> Array:
+    """dx (N, C, out_hw) = dY ⋆ flip(W)ᵀ: the forward path run on dY with w'[c, k, i, j] =
+    w[k, c, kH-1-i, kW-1-j] (its im2col copies C·kH·kW-wide rows once; col2im's kH·kW strided
+    adds of C-wide runs were 3x slower on 16-32 channels)."""
+    wt = xp_of(w).ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    return conv2d_forward(dy, wt, None, (1, 1), pads, p.dilation, 1, out_hw)[0]
+
+
 def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
                   need_dx: bool = True) -> tuple[Array | None, Array, Array | None]:
     """Gradients (dx, dw, db) of :func:`conv2d_forward` for dy (N, K, OH, OW) in any layout.
 
-    dx (N, C, H, W) is channels-last in memory on the channels-last path; None unless
-    ``need_dx``.  Chunk by chunk: rebuild cols, dW += dYᵀ cols (the bias gradient comes out of
-    the ones column), then dcols and col2im into dx.
+    dx (N, C, H, W) in the layout the forward path gives a C-filter output (channels-last from
+    16 on); None unless ``need_dx``.  Chunk by chunk: rebuild cols, dW += dYᵀ cols (the bias
+    gradient comes out of the ones column).  dx at stride 1: a convolution of dY with the
+    flipped filters (:func:`_input_grad_transposed`); otherwise dcols = dY W and col2im, chunk
+    by chunk.
     """
     x, full, wm, p = cache
     xp = xp_of(dy)
     npos = p.out_hw[0] * p.out_hw[1]
     g, kg = p.groups, p.k // p.groups
     dyt = None if p.rows else _dy_matrix(dy)  # (K, M)
-    dwm = xp.empty_like(wm)
-    nc = p.chunk(dy.dtype.itemsize)
-    part = xp.empty_like(wm[0]) if nc < p.n else None
+    nc, starts, nw = _chunks(p, dy.dtype.itemsize)
     dx = dxfull = None
-    if need_dx:
+    tpads = _transposed_pads(p) if need_dx else None
+    col2im = need_dx and tpads is None  # dx chunk by chunk, with dW
+    if col2im:
         dx = workspace.empty((p.n, p.c, p.h, p.w), dy.dtype, xp, not p.channels_first)
         if full is not None:  # the padding's gradient folds back onto the image at the end
             dxfull = workspace.empty(full.shape, dy.dtype, xp, not p.channels_first)
         target, offset = (dx, (p.pads[0][0], p.pads[1][0])) if full is None else (dxfull, (0, 0))
-    for n0 in range(0, p.n, (nc if not p.rows else p.n) or 1):  # an empty batch: no chunk
+
+    def chunks(part: list[int]) -> Array:  # one thread's chunks: their dW, dx into target
         if p.rows:
-            backward_rows(dy, x, full, wm, p, dwm, target if need_dx else None)
-            break
-        n1 = min(p.n, n0 + nc)
-        buf = _columns(_chunk_source(x, full, n0, n1, p), p)
-        cols_t = dyt[:, n0 * npos:n1 * npos]
-        for gi in range(g):
-            a = _group(buf, p, gi, True)
-            dyg = cols_t[gi * kg:(gi + 1) * kg]
-            if n0 == 0:
-                xp.matmul(dyg, a, out=dwm[gi])
-            else:
-                xp.matmul(dyg, a, out=part)
-                dwm[gi] += part
-        if dx is None:
-            continue
-        target[n0:n1] = 0
-        _input_grad_chunk(cols_t, wm, p, target[n0:n1], offset)  # reuses the columns buffer
+            return backward_rows(dy, x, full, wm, p, target if col2im else None, part, nc)
+        dwm, dwg = xp.zeros_like(wm), xp.empty_like(wm[0])
+        for n0 in part:
+            n1 = min(p.n, n0 + nc)
+            buf = _columns(_chunk_source(x, full, n0, n1, p), p)
+            cols_t = dyt[:, n0 * npos:n1 * npos]
+            for gi in range(g):
+                xp.matmul(cols_t[gi * kg:(gi + 1) * kg], _group(buf, p, gi, True), out=dwg)
+                dwm[gi] += dwg
+            if col2im:
+                target[n0:n1] = 0
+                input_grad_chunk(cols_t, wm, p, target[n0:n1], offset)  # reuses the columns
+        return dwm
+
+    parts = threads.spread(starts, chunks, nw)
+    dwm = parts[0]
+    for other in parts[1:]:
+        dwm += other
     if dxfull is not None:
         dx[...] = unpad2d(dxfull, p.pads, (p.h, p.w), p.mode)
+    if tpads is not None:
+        if full is None:
+            dx = _input_grad_transposed(dy, w, p, tpads, (p.h, p.w))
+        else:  # the padded dx, then its padding folded back onto the image
+            dx = unpad2d(_input_grad_transposed(dy, w, p, tpads, p.padded_hw), p.pads,
+                         (p.h, p.w), p.mode)
 
     db = None
     if p.bias_col:

@@ -20,7 +20,7 @@ The helpers :func:`strided` and :func:`zero_border` are shared with :mod:`convsc
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -88,16 +88,17 @@ def row_columns(flat: Array, nc: int, p: Any) -> Array:
     return buf
 
 
-def forward_rows(x: Array, full: Array | None, wm: Array, p: Any, y: Array) -> None:
-    """y from the row-flat columns, chunk by chunk: one GEMM per group, then the first OW of
-    every Wp positions copied into y, (N, OH, OW, K) memory if ``p.out_channels_last`` (the GEMM
-    (nc·OH·Wp, width) @ (width, K)), else (N, K, OH, OW) ((K, width) @ (width, nc·OH·Wp))."""
+def forward_rows(x: Array, full: Array | None, wm: Array, p: Any, y: Array,
+                 starts: Sequence[int], nc: int) -> None:
+    """y from the row-flat columns, for the chunks of ``nc`` images from ``starts``: one GEMM
+    per group, then the first OW of every Wp positions copied into y, (N, OH, OW, K) memory if
+    ``p.out_channels_last`` (the GEMM (nc·OH·Wp, width) @ (width, K)), else (N, K, OH, OW)
+    ((K, width) @ (width, nc·OH·Wp))."""
     xp = xp_of(x)
     oh, ow = p.out_hw
     wp = p.padded_hw[1]
     g, kg = p.groups, p.k // p.groups
-    nc = p.chunk(x.dtype.itemsize)
-    for n0 in range(0, p.n, nc):
+    for n0 in starts:
         n1 = min(p.n, n0 + nc)
         m = (n1 - n0) * oh * wp
         buf = row_columns(padded_rows(x, full, n0, n1, p), n1 - n0, p)
@@ -116,10 +117,11 @@ def forward_rows(x: Array, full: Array | None, wm: Array, p: Any, y: Array) -> N
             y[n0:n1] = yt.reshape(p.k, n1 - n0, oh, wp)[..., :ow].transpose(1, 0, 2, 3)
 
 
-def backward_rows(dy: Array, x: Array, full: Array | None, wm: Array, p: Any, dwm: Array,
-                  target: Array | None) -> None:
-    """dW (G, K/G, width) into ``dwm``; with ``target`` (N, C, H, W) the input gradient (or
-    (N, C, Hp, Wp) the padded one, for the non-zero padding modes) written into it.
+def backward_rows(dy: Array, x: Array, full: Array | None, wm: Array, p: Any,
+                  target: Array | None, starts: Sequence[int], nc: int) -> Array:
+    """dW (G, K/G, width) of the chunks of ``nc`` images from ``starts``, returned; with
+    ``target`` (N, C, H, W) their input gradient (or (N, C, Hp, Wp) the padded one, for the
+    non-zero padding modes) written into it.
 
     Chunk by chunk: dY into a (K, nc, OH, Wp) buffer, zero past OW; dW += dY colsᵀ; dcols =
     Wᵀ dY; kH·kW adds of (C, nc, OH·Wp) runs into the flat padded dx; its interior to target.
@@ -131,9 +133,9 @@ def backward_rows(dy: Array, x: Array, full: Array | None, wm: Array, p: Any, dw
     (t, _), (l, _) = p.pads
     (dh, dw), e = p.dilation, np.dtype(dtype).itemsize
     g, kg = p.groups, p.k // p.groups
-    nc = p.chunk(dtype.itemsize)
-    part = xp.empty_like(wm[0]) if nc < p.n else None
-    for n0 in range(0, p.n, nc):
+    dwm = xp.zeros_like(wm)
+    part = xp.empty_like(wm[0])
+    for n0 in starts:
         n1 = min(p.n, n0 + nc)
         c_n = n1 - n0
         m = c_n * oh * wp
@@ -144,12 +146,8 @@ def backward_rows(dy: Array, x: Array, full: Array | None, wm: Array, p: Any, dw
         dy2 = dyw.reshape(p.k, m)
         for gi in range(g):
             lo, hi = gi * p.depth, (gi + 1) * p.depth + p.bias_col
-            dyg = dy2[gi * kg:(gi + 1) * kg]
-            if n0 == 0:
-                xp.matmul(dyg, buf[lo:hi].T, out=dwm[gi])
-            else:
-                xp.matmul(dyg, buf[lo:hi].T, out=part)
-                dwm[gi] += part
+            xp.matmul(dy2[gi * kg:(gi + 1) * kg], buf[lo:hi].T, out=part)
+            dwm[gi] += part
         if target is None:
             continue
         dcols = workspace.buffer("cols", (p.c * p.kh * p.kw, m), dtype, xp)
@@ -171,3 +169,4 @@ def backward_rows(dy: Array, x: Array, full: Array | None, wm: Array, p: Any, dw
             target[n0:n1] = dimg
         else:
             target[n0:n1] = dimg[:, :, t:t + p.h, l:l + p.w]
+    return dwm

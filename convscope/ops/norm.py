@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..runtime import xp_of
-from .layout import in_layout, is_channels_last, like
+from .layout import in_layout, is_channels_last, like, per_channel
 
 Array = Any
 
@@ -75,10 +75,9 @@ def batchnorm_stats(x: Array) -> tuple[Array, Array]:
 
 def _centred(x: Array) -> tuple[Array, Array, Array]:
     """(mean, var, d = x - mean on a recycled array in x's layout)."""
-    xp = xp_of(x)
     m = x.size // x.shape[1]  # 0 for an empty batch: NaN statistics, as x.mean gives
     mean = channel_sum(x) / x.dtype.type(m)
-    d = xp.subtract(x, mean.reshape((1, -1) + (1,) * (x.ndim - 2)), out=like(x))
+    d = per_channel("subtract", x, mean, like(x))
     return mean, channel_dot(d, d) / x.dtype.type(m), d
 
 
@@ -98,23 +97,19 @@ def batchnorm_forward(x: Array, mean: Array, var: Array, gamma: Array | None, be
 
     x (N, C, ...) -> y of the same shape and memory layout; four passes, no temporaries.
     """
-    xp = xp_of(x)
-    d = xp.subtract(x, mean.reshape((1, -1) + (1,) * (x.ndim - 2)), out=like(x))
-    return _normalise(d, var, gamma, beta, eps)
+    return _normalise(per_channel("subtract", x, mean, like(x)), var, gamma, beta, eps)
 
 
 def _normalise(d: Array, var: Array, gamma: Array | None, beta: Array | None, eps: float
                ) -> tuple[Array, tuple]:
     """x̂ = d / sqrt(var + eps) in place of d, then y = x̂ · gamma + beta."""
     xp = xp_of(d)
-    shape = (1, -1) + (1,) * (d.ndim - 2)
     inv_std = 1.0 / xp.sqrt(var + eps)
-    d *= inv_std.reshape(shape)
+    per_channel("multiply", d, inv_std, d)
     if gamma is None:
         return d, (d, inv_std, gamma)
-    y = xp.multiply(d, gamma.reshape(shape), out=like(d))
-    y += beta.reshape(shape)
-    return y, (d, inv_std, gamma)
+    y = per_channel("multiply", d, gamma, like(d))
+    return per_channel("add", y, beta, y), (d, inv_std, gamma)
 
 
 def batchnorm_backward(dy: Array, cache: tuple, batch_stats: bool) -> tuple[Array, Array, Array]:
@@ -124,17 +119,15 @@ def batchnorm_backward(dy: Array, cache: tuple, batch_stats: bool) -> tuple[Arra
     with dxhat = gamma · dy)."""
     xp = xp_of(dy)
     xhat, inv_std, gamma = cache
-    shape = (1, -1) + (1,) * (dy.ndim - 2)
     dy = in_layout(dy, is_channels_last(xhat)) if dy.ndim == 4 else dy  # one layout: one sweep
     dbeta = channel_sum(dy)
     dgamma = channel_dot(dy, xhat)
     scale = inv_std if gamma is None else gamma * inv_std
     dx = like(xhat)
     if not batch_stats:
-        return xp.multiply(dy, scale.reshape(shape), out=dx), dgamma, dbeta
+        return per_channel("multiply", dy, scale, dx), dgamma, dbeta
     m = dy.size // dy.shape[1]
-    xp.multiply(xhat, (dgamma / m).reshape(shape), out=dx)
-    dx += (dbeta / m).reshape(shape)
+    per_channel("multiply", xhat, dgamma / m, dx)
+    per_channel("add", dx, dbeta / m, dx)
     xp.subtract(dy, dx, out=dx)
-    dx *= scale.reshape(shape)
-    return dx, dgamma, dbeta
+    return per_channel("multiply", dx, scale, dx), dgamma, dbeta
