@@ -104,8 +104,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from convscope.interop import to_torch
 
-    from .run import workers
-
     torch.set_num_threads(args.threads)
     report: dict[str, Any] = {"threads": args.threads, "epochs": args.epochs, "seed": args.seed,
                               "recipe": f"lenet5, SGD lr {LR} momentum {MOMENTUM}, batch {BATCH}",
@@ -118,11 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             net = cs.models.build_model("lenet5", (1, 28, 28), 10, seed=args.seed)
             tnet = to_torch(net)  # the same initial weights, before convscope trains its copy
             t_wall, t_acc = train_torch(torch, tnet, data, orders)
-            workers(args.threads)  # convscope's threads (BLAS then runs one per thread)
-            try:
-                c_wall, c_acc = train_convscope(net, data, orders)
-            finally:
-                workers(1)
+            c_wall, c_acc = train_convscope(net, data, orders)
             ratio = c_wall / t_wall
             met = ratio <= TIME_MAX and c_acc >= t_acc - ACCURACY_SLACK
             ok &= met

@@ -44,9 +44,6 @@ def measure(net: str, library: str, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     with threadpool_limits(limits=threads, user_api="blas"):
-        if library == "convscope":
-            from .run import workers
-            workers(threads)
         ours, theirs = step_functions(torch, net)
         fn = ours if library == "convscope" else theirs
         del ours, theirs  # the other library's model and optimiser go with its closure

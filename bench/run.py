@@ -132,24 +132,7 @@ def machine_line(m: dict) -> str:
     vec = ", ".join(m.get("vector_extensions") or []) or "unknown"
     return (f"{m['cpu']} ({vec}), {m['cores']} cores{mem}, {m['os']}; Python {m['python']}, "
             f"NumPy {m['numpy']} on {m['blas']}{kernel}, PyTorch {m['torch']}; "
-            f"threads: {_threads(m)}, torch {m['torch_threads']}")
-
-
-def _threads(m: dict) -> str:
-    """convscope's threads as the machine line names them."""
-    n = m.get("convscope_workers")
-    if n and n > 1:
-        return f"convscope {n} (batch chunks over {n} threads, BLAS 1 per thread)"
-    return f"BLAS {m['blas_threads']}"
-
-
-def workers(n: int) -> None:
-    """convscope's worker threads (convscope.threads; versions before it: BLAS threads only)."""
-    try:
-        from convscope import threads
-    except ImportError:
-        return
-    threads.set_workers(n)
+            f"threads: BLAS {m['blas_threads']}, torch {m['torch_threads']}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,10 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     result: dict[str, Any] = {"reps": reps, "quick": args.quick, "load_before": _load()}
     with threadpool_limits(limits=args.threads, user_api="blas"):
-        blas_threads = machine(torch)["blas_threads"]
-        workers(args.threads)  # convscope's threads: BLAS then runs one per worker
-        result["machine"] = m = {**machine(torch), "blas_threads": blas_threads,
-                                 "convscope_workers": args.threads}
+        result["machine"] = m = machine(torch)
         log(f"convscope vs PyTorch {torch.__version__} on the CPU, float32; medians of {reps} "
             "interleaved repetitions (min-max); ratio = convscope / PyTorch")
         log(f"machine: {machine_line(m)}")

@@ -25,16 +25,14 @@ How it is laid out, each choice measured on a 2-core AVX-512 machine with OpenBL
 * ``cols`` is not kept for the backward pass (it is often the largest array of a step); backward
   rebuilds it from the input, chunk by chunk.  The layer keeps a reference to its input, as
   PyTorch does, so an input changed in place before backward changes the weight gradient.
-* The input gradient at stride 1 (8 filters or more) is a convolution of dY with the flipped
+* The input gradient at stride 1, where K <= C, is a convolution of dY with the flipped
   filters, through this same forward path: its im2col copies rows of K·kH·kW numbers.  col2im,
   dcols = dY W then F·F strided slice-adds into dx, adds runs of only C numbers from C-wide
   rows: a ResNet's 16-channel 3x3 conv spent 3x longer there (the whole ResNet-14 step went
-  from 920 to 640 ms).  col2im stays for strides, groups and padding beyond the filter's reach
-  (clipped to the image, never ``np.add.at``).
+  from 920 to 640 ms).  col2im stays for K > C (fewer numbers to move), strides, groups and
+  padding beyond the filter's reach (clipped to the image, never ``np.add.at``).
 * Few BLAS calls: one GEMM per chunk and pass.  Each call is a point where BLAS's threads wait
   for each other, which costs little on an idle machine and a scheduler time slice on a busy one.
-* The chunks of a large batch are spread over :mod:`convscope.threads`' workers, each with its
-  own scratch buffers and its own share of dW (summed at the end).
 
 The array module comes from the input (NumPy or CuPy).  The same sums written to be read, and
 the reference this path is tested against: :mod:`convscope.ops.conv_reference`.
@@ -46,7 +44,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from .. import threads, workspace
+from .. import workspace
 from ..runtime import xp_of
 from ..shapes import Pads, Pair
 from .col2im import input_grad_chunk
@@ -64,10 +62,9 @@ WIDE_K = 16  # channels-last output from this many filters on (fewer: channels-f
 # im2col everywhere (the tests run both).
 ROWS = True
 # The input gradient at stride 1 as a convolution of dY with the flipped filters
-# (_input_grad_transposed) when the layer has at least TRANSPOSED_MIN_K filters; False: col2im
-# everywhere (the tests run both).
+# (_input_grad_transposed) where the layer has no more filters than input channels (K <= C);
+# False: col2im everywhere (the tests run both).
 TRANSPOSED = True
-TRANSPOSED_MIN_K = 8
 
 
 @dataclass(frozen=True)
@@ -132,16 +129,6 @@ def _plan(x_shape: tuple, w_shape: tuple, bias: bool, stride: Pair, pads: Pads, 
     k, _, kh, kw = w_shape
     return Plan(n, c, h, wd, k, kh, kw, stride, dilation, pads, out_hw, groups, mode,
                 channels_first, bias and groups == 1, k >= WIDE_K, rows)
-
-
-def _chunks(p: Plan, itemsize: int) -> tuple[int, list[int], int]:
-    """(images per chunk, the chunks' first images, threads to spread them over): chunks that
-    fit the workspace budget, and at least one per thread when the batch is spread."""
-    nc = p.chunk(itemsize)
-    nw = threads.active(p.n * p.out_hw[0] * p.out_hw[1] * p.width)
-    if nw > 1:
-        nc = min(nc, -(-p.n // nw))
-    return nc, list(range(0, p.n, max(nc, 1))), nw
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,13 +242,12 @@ def conv2d_forward(x: Array, w: Array, b: Array | None, stride: Pair, pads: Pads
     else:
         y = workspace.empty((p.n, p.k, oh, ow), x.dtype, xp)
         y3 = y.reshape(p.n, p.k, npos)
-    nc, starts, nw = _chunks(p, x.dtype.itemsize)
-
-    def chunks(part: list[int]) -> None:  # the chunks of one thread
-        if p.rows:  # stride 1, channels-first columns: the row-flat path
-            forward_rows(x, full, wm, p, y, part, nc)
-            return
-        for n0 in part:
+    nc = p.chunk(x.dtype.itemsize)
+    starts = range(0, p.n, nc or 1)  # an empty batch: no chunk
+    if p.rows:  # stride 1, channels-first columns: the row-flat path
+        forward_rows(x, full, wm, p, y, starts, nc)
+    else:
+        for n0 in starts:
             n1 = min(p.n, n0 + nc)
             buf = _columns(_chunk_source(x, full, n0, n1, p), p)
             if not p.out_channels_last:  # (K, m) from one GEMM, then one copy into (n, K, OH·OW)
@@ -274,8 +260,6 @@ def conv2d_forward(x: Array, w: Array, b: Array | None, stride: Pair, pads: Pads
                     xp.matmul(wm[gi], a.T, out=yt[gi * kg:(gi + 1) * kg])
             if not p.out_channels_last:
                 y3[n0:n1] = yt.reshape(p.k, n1 - n0, npos).transpose(1, 0, 2)
-
-    threads.spread(starts, chunks, nw)
     if b is not None and not p.bias_col:
         y += b.reshape(1, p.k, 1, 1) if not p.out_channels_last else b
     return (y.transpose(0, 3, 1, 2) if p.out_channels_last else y), (x, full, wm, p)
@@ -302,13 +286,16 @@ def _dy_matrix(dy: Array) -> Array:
 
 def _transposed_pads(p: Plan) -> Pads | None:
     """Padding of dY for the input gradient as a stride-1 convolution, or None where that does not
-    apply (strides, groups, the row-flat path, padding wider than the filter's reach).
+    apply (strides, groups, the row-flat path, padding wider than the filter's reach) or does
+    not pay: its im2col copies K·kH·kW numbers per position where col2im adds C·kH·kW, so it
+    runs for K <= C only (measured: 16 -> 16 channels 3x faster; 32 -> 64 1.2x, 3 -> 32 2x
+    slower than col2im).
 
     At stride 1, dx[h] = Σ_i dy[h + t - d·i] · w[i]: a correlation of dY with the flipped filters,
     dY padded by d·(kH - 1) - t above and d·(kH - 1) - b below gives H rows (Hp for the padded
     dx of the other padding modes, with t = b = 0)."""
     if (not TRANSPOSED or p.rows or p.stride != (1, 1) or p.groups != 1
-            or min(p.kh, p.kw) < 2 or p.k < TRANSPOSED_MIN_K):
+            or min(p.kh, p.kw) < 2 or p.k > p.c):
         return None
     (t, b), (l, r) = ((0, 0), (0, 0)) if p.mode != "zeros" else p.pads
     (dh, dw) = p.dilation
@@ -339,7 +326,8 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
     npos = p.out_hw[0] * p.out_hw[1]
     g, kg = p.groups, p.k // p.groups
     dyt = None if p.rows else _dy_matrix(dy)  # (K, M)
-    nc, starts, nw = _chunks(p, dy.dtype.itemsize)
+    nc = p.chunk(dy.dtype.itemsize)
+    starts = range(0, p.n, nc or 1)  # an empty batch: no chunk, dW = 0
     dx = dxfull = None
     tpads = _transposed_pads(p) if need_dx else None
     col2im = need_dx and tpads is None  # dx chunk by chunk, with dW
@@ -348,12 +336,11 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
         if full is not None:  # the padding's gradient folds back onto the image at the end
             dxfull = workspace.empty(full.shape, dy.dtype, xp, not p.channels_first)
         target, offset = (dx, (p.pads[0][0], p.pads[1][0])) if full is None else (dxfull, (0, 0))
-
-    def chunks(part: list[int]) -> Array:  # one thread's chunks: their dW, dx into target
-        if p.rows:
-            return backward_rows(dy, x, full, wm, p, target if col2im else None, part, nc)
+    if p.rows:
+        dwm = backward_rows(dy, x, full, wm, p, target if col2im else None, starts, nc)
+    else:
         dwm, dwg = xp.zeros_like(wm), xp.empty_like(wm[0])
-        for n0 in part:
+        for n0 in starts:
             n1 = min(p.n, n0 + nc)
             buf = _columns(_chunk_source(x, full, n0, n1, p), p)
             cols_t = dyt[:, n0 * npos:n1 * npos]
@@ -362,13 +349,7 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
                 dwm[gi] += dwg
             if col2im:
                 target[n0:n1] = 0
-                input_grad_chunk(cols_t, wm, p, target[n0:n1], offset)  # reuses the columns
-        return dwm
-
-    parts = threads.spread(starts, chunks, nw)
-    dwm = parts[0]
-    for other in parts[1:]:
-        dwm += other
+                input_grad_chunk(cols_t, wm, p, target[n0:n1], offset)  # reuses the columns buffer
     if dxfull is not None:
         dx[...] = unpad2d(dxfull, p.pads, (p.h, p.w), p.mode)
     if tpads is not None:

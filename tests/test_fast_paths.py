@@ -1,0 +1,114 @@
+"""The speed paths of issue 14 against PyTorch and against the paths they sit beside.
+
+The input gradient as a convolution of dY with the flipped filters (``ops.conv.TRANSPOSED``) and
+col2im; per-channel arithmetic on whole-image rows (``ops.layout.per_channel``) and
+broadcasting.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from convscope import workspace
+from convscope.ops import conv as conv_ops
+from convscope.ops.layout import per_channel
+
+pytest.importorskip("torch")
+from test_speed_paths import LAYOUTS, arrange, conv_cases, run_conv  # noqa: E402
+
+BASE = settings.default.max_examples
+FIXTURE_OK = [HealthCheck.function_scoped_fixture]  # the fixture only sets module flags
+
+
+@pytest.fixture
+def path() -> Iterator[Any]:
+    """Set ops.conv.TRANSPOSED for one test, restored after."""
+    saved = conv_ops.TRANSPOSED
+
+    def choose(transposed: bool) -> None:
+        conv_ops.TRANSPOSED = transposed
+
+    yield choose
+    conv_ops.TRANSPOSED = saved
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@settings(max_examples=BASE // 2, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(cfg=conv_cases())
+def test_both_input_gradient_paths_match_torch(path: Any, transposed: bool, cfg: dict) -> None:
+    path(transposed)
+    run_conv(cfg, np.float64)
+
+
+@settings(max_examples=BASE // 4, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(cfg=conv_cases())
+def test_the_transposed_path_in_chunks_of_a_small_budget_matches_torch(path: Any,
+                                                                       cfg: dict) -> None:
+    path(True)
+    old = workspace.budget()
+    workspace.set_budget(2**20)
+    try:
+        run_conv(dict(cfg, n=cfg["n"] * 16), np.float32)
+    finally:
+        workspace.set_budget(old)
+
+
+def test_the_transposed_input_gradient_is_taken_where_it_applies(path: Any) -> None:
+    """Stride 1, groups 1, padding within the filter's reach: dx comes from the forward path
+    run on dY (spied), equal to col2im's to float64 rounding; stride 2 keeps col2im."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 16, 9, 9))
+    w = rng.standard_normal((16, 16, 3, 3))
+    real = conv_ops.conv2d_forward
+    for stride in (1, 2):
+        oh = (9 + 2 - 3) // stride + 1
+        dy = rng.standard_normal((3, 16, oh, oh))
+        dxs = []
+        for transposed in (False, True):
+            path(transposed)
+            _, cache = real(x, w, None, (stride, stride), ((1, 1), (1, 1)), (1, 1), 1, (oh, oh))
+            calls: list[tuple] = []
+
+            def spy(*a: Any, **k: Any) -> Any:
+                calls.append(a[0].shape)
+                return real(*a, **k)
+
+            conv_ops.conv2d_forward = spy
+            try:
+                dxs.append(np.array(conv_ops.conv2d_backward(dy, w, cache, False)[0]))
+            finally:
+                conv_ops.conv2d_forward = real
+            assert calls == ([dy.shape] if transposed and stride == 1 else [])
+        np.testing.assert_allclose(dxs[1], dxs[0], rtol=1e-10, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------------
+# per-channel arithmetic
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("op", ["add", "subtract", "multiply"])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 16, 1, 1), (3, 32, 7, 9), (2, 8, 70, 130),
+                                   (0, 4, 3, 3)])
+def test_per_channel_equals_broadcasting(layout: str, op: str, shape: tuple) -> None:
+    rng = np.random.default_rng(1)
+    a = arrange(rng.standard_normal(shape).astype(np.float32), layout)
+    v = rng.standard_normal(shape[1]).astype(np.float32)
+    want = getattr(np, op)(a, v.reshape(1, -1, 1, 1))
+    out = np.empty_like(a)  # empty_like keeps the layout
+    assert per_channel(op, a, v, out) is out
+    np.testing.assert_array_equal(out, want)
+    inplace = a.copy(order="K")
+    per_channel(op, inplace, v, inplace)
+    np.testing.assert_array_equal(inplace, want)
+
+
+def test_per_channel_on_vectors_and_matrices() -> None:
+    a = np.arange(12.0).reshape(4, 3)
+    out = np.empty_like(a)
+    np.testing.assert_array_equal(per_channel("multiply", a, np.array([1.0, 2, 3]), out),
+                                  a * [1, 2, 3])
