@@ -195,6 +195,25 @@ def layer_cases(torch: Any, rng: np.random.Generator) -> list[Case]:
 
     out.append(Case("batch norm 64x32x32x32 fwd+bwd", "layer", bn_ours, bn_torch))
 
+    # the same in channels-last memory, as a ResNet's convolutions (16 filters and up) give it
+    # (torch.channels_last for PyTorch)
+    xl = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    dyl = np.ascontiguousarray(bdy.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    bnl = cs.BatchNorm2D(32)
+    tbxl = torch.from_numpy(x.copy()).to(memory_format=torch.channels_last).requires_grad_(True)
+    tbdyl = torch.from_numpy(bdy.copy()).to(memory_format=torch.channels_last)
+
+    def bnl_ours() -> Any:
+        bnl.forward(xl)
+        return bnl.backward(dyl)
+
+    def bnl_torch() -> Any:
+        tbxl.grad = None
+        tbn(tbxl).backward(tbdyl)
+        return tbxl.grad
+
+    out.append(Case("batch norm 64x32x32x32 channels-last fwd+bwd", "layer", bnl_ours, bnl_torch))
+
     fc = cs.Linear(1024, 1024, seed=0)
     tfc = torch.nn.Linear(1024, 1024)
     fx, fdy = _rand(rng, (256, 1024)), _rand(rng, (256, 1024))
