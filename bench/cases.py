@@ -157,81 +157,52 @@ def conv_cases(torch: Any, shape: tuple[int, ...], rng: np.random.Generator) -> 
     return cases
 
 
+def _fwd_bwd(name: str, layer: Any, x: np.ndarray, dy: np.ndarray, tlayer: Any, tx: Any,
+             tdy: Any, **kw: Any) -> Case:
+    """One layer's forward then backward of dy, against the torch layer's on tx (a leaf that
+    requires grad)."""
+
+    def ours() -> Any:
+        layer.forward(x)
+        return layer.backward(dy)
+
+    def theirs() -> Any:
+        tx.grad = None
+        tlayer(tx).backward(tdy)
+        return tx.grad
+
+    return Case(name, "layer", ours, theirs, **kw)
+
+
 def layer_cases(torch: Any, rng: np.random.Generator) -> list[Case]:
-    """2x2 max-pool, batch norm (training) and a fully connected layer, forward+backward."""
-    out = []
+    """2x2 max-pool, batch norm (training; channels-first and channels-last memory) and a fully
+    connected layer, forward+backward."""
     x = _rand(rng, (64, 32, 32, 32))
     pool = cs.MaxPool2D(2)
     dy = _like(pool.forward(x), _rand(rng, (64, 32, 16, 16)))
-    tx = torch.from_numpy(x.copy()).requires_grad_(True)
-    tdy = torch.from_numpy(np.ascontiguousarray(dy))
-    tpool = torch.nn.MaxPool2d(2)
-
-    def pool_ours() -> Any:
-        pool.forward(x)
-        return pool.backward(dy)
-
-    def pool_torch() -> Any:
-        tx.grad = None
-        tpool(tx).backward(tdy)
-        return tx.grad
-
-    out.append(Case("max-pool 2x2 64x32x32x32 fwd+bwd", "layer", pool_ours, pool_torch))
-
-    bn = cs.BatchNorm2D(32)
     bdy = _rand(rng, x.shape)
-    tbn = torch.nn.BatchNorm2d(32)
-    tbx = torch.from_numpy(x.copy()).requires_grad_(True)
-    tbdy = torch.from_numpy(bdy.copy())
-
-    def bn_ours() -> Any:
-        bn.forward(x)
-        return bn.backward(bdy)
-
-    def bn_torch() -> Any:
-        tbx.grad = None
-        tbn(tbx).backward(tbdy)
-        return tbx.grad
-
-    out.append(Case("batch norm 64x32x32x32 fwd+bwd", "layer", bn_ours, bn_torch))
-
-    # the same in channels-last memory, as a ResNet's convolutions (16 filters and up) give it
-    # (torch.channels_last for PyTorch)
-    xl = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-    dyl = np.ascontiguousarray(bdy.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
-    bnl = cs.BatchNorm2D(32)
-    tbxl = torch.from_numpy(x.copy()).to(memory_format=torch.channels_last).requires_grad_(True)
-    tbdyl = torch.from_numpy(bdy.copy()).to(memory_format=torch.channels_last)
-
-    def bnl_ours() -> Any:
-        bnl.forward(xl)
-        return bnl.backward(dyl)
-
-    def bnl_torch() -> Any:
-        tbxl.grad = None
-        tbn(tbxl).backward(tbdyl)
-        return tbxl.grad
-
-    out.append(Case("batch norm 64x32x32x32 channels-last fwd+bwd", "layer", bnl_ours, bnl_torch))
-
-    fc = cs.Linear(1024, 1024, seed=0)
-    tfc = torch.nn.Linear(1024, 1024)
     fx, fdy = _rand(rng, (256, 1024)), _rand(rng, (256, 1024))
-    tfx = torch.from_numpy(fx.copy()).requires_grad_(True)
-    tfdy = torch.from_numpy(fdy.copy())
 
-    def fc_ours() -> Any:
-        fc.forward(fx)
-        return fc.backward(fdy)
+    def leaf(a: np.ndarray, fmt: Any = None) -> Any:
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        return (t if fmt is None else t.to(memory_format=fmt)).requires_grad_(True)
 
-    def fc_torch() -> Any:
-        tfx.grad = None
-        tfc(tfx).backward(tfdy)
-        return tfx.grad
+    def last(a: np.ndarray) -> np.ndarray:  # channels-last memory, as a ResNet's convs give it
+        return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
 
-    out.append(Case("linear 256x1024 -> 1024 fwd+bwd", "layer", fc_ours, fc_torch,
-                    flops=6.0 * 256 * 1024 * 1024))
-    return out
+    cl = torch.channels_last
+    return [
+        _fwd_bwd("max-pool 2x2 64x32x32x32 fwd+bwd", pool, x, dy, torch.nn.MaxPool2d(2),
+                 leaf(x), torch.from_numpy(np.ascontiguousarray(dy))),
+        _fwd_bwd("batch norm 64x32x32x32 fwd+bwd", cs.BatchNorm2D(32), x, bdy,
+                 torch.nn.BatchNorm2d(32), leaf(x), torch.from_numpy(bdy.copy())),
+        _fwd_bwd("batch norm 64x32x32x32 channels-last fwd+bwd", cs.BatchNorm2D(32), last(x),
+                 last(bdy), torch.nn.BatchNorm2d(32), leaf(x, cl),
+                 torch.from_numpy(bdy.copy()).to(memory_format=cl)),
+        _fwd_bwd("linear 256x1024 -> 1024 fwd+bwd", cs.Linear(1024, 1024, seed=0), fx, fdy,
+                 torch.nn.Linear(1024, 1024), leaf(fx), torch.from_numpy(fdy.copy()),
+                 flops=6.0 * 256 * 1024 * 1024),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
