@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +17,21 @@ from convscope.train import TrainConfig, Trainer
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def block_network(page: Any, foreign: list[str]) -> None:
+    """Let a playwright page load file: and data: URLs only: every other request is recorded in
+    ``foreign`` and aborted (the pages must work offline)."""
+
+    def guard(route: Any) -> None:
+        url = route.request.url
+        if url.startswith(("file:", "data:")):
+            route.continue_()
+        else:
+            foreign.append(url)
+            route.abort()
+
+    page.route("**/*", guard)
 
 
 def make_run(run_dir: Path, arch: str = "lenet5", epochs: int = 2, images: int = 1200) -> Path:

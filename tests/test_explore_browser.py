@@ -17,7 +17,7 @@ from convscope.errors import ShapeError
 from convscope.inspect.explore import (build_explorer, explorer_data, explorer_html, floats,
                                        load_target)
 from convscope.shapes import conv_output_size, fit_suggestions, size_formula, unseen
-from explore_common import CHROMIUM, CHROMIUM_ARGS, make_run, padded
+from explore_common import CHROMIUM, CHROMIUM_ARGS, block_network, make_run, padded
 
 PLAY_MS = 400  # explore.js's PLAY_MS
 
@@ -75,16 +75,7 @@ def _open(browser: Any, url: str) -> Iterator[Any]:
     pg = ctx.new_page()
     foreign: list[str] = []
     errors: list[str] = []
-
-    def guard(route: Any) -> None:
-        url = route.request.url
-        if url.startswith(("file:", "data:")):
-            route.continue_()
-        else:
-            foreign.append(url)
-            route.abort()
-
-    pg.route("**/*", guard)
+    block_network(pg, foreign)
     pg.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}")
           if m.type == "error" else None)
     pg.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))

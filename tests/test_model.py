@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import convscope as cs
+from test_registry import assert_keeps_dtype
 
 
 def ours(dtype: Any = np.float32) -> cs.Sequential:
@@ -114,15 +115,7 @@ LAYERS: dict[str, tuple[Callable[[Any], cs.Layer], tuple[int, ...]]] = {
 def test_more_configurations_keep_the_dtype(name: str, dtype: Any, training: bool) -> None:
     make, shape = LAYERS[name]
     layer = make(dtype).train(training)
-    x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
-    y = layer.forward(x)
-    assert y.dtype == dtype
-    dx = layer.backward(np.ones_like(y))
-    assert dx.dtype == dtype and dx.shape == x.shape
-    for k in layer.params:
-        assert layer.params[k].dtype == dtype and layer.grads[k].dtype == dtype, k
-    for k, v in layer.buffers.items():
-        assert v.dtype == (np.int64 if k == "num_batches_tracked" else dtype), k
+    assert_keeps_dtype(layer, np.random.default_rng(0).standard_normal(shape).astype(dtype), dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])

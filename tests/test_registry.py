@@ -58,7 +58,12 @@ def spread(shape: tuple[int, ...], seed: int = 0, gap: float = 0.05) -> np.ndarr
 def check_dtype(kind: Kind, dtype: Any, training: bool) -> None:
     layer, shape = example(kind, dtype)
     layer.train(training)
-    x = spread((4, *shape)).astype(dtype)
+    assert_keeps_dtype(layer, spread((4, *shape)).astype(dtype), dtype)
+
+
+def assert_keeps_dtype(layer: Any, x: np.ndarray, dtype: Any) -> None:
+    """Forward and backward of x (in dtype) give dtype, and so do every parameter, gradient and
+    buffer (the batch counter excepted)."""
     y = layer.forward(x)
     assert y.dtype == dtype
     dx = layer.backward(np.ones_like(y))

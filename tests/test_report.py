@@ -24,6 +24,7 @@ from convscope.data import Normalizer, load_dataset  # noqa: E402
 from convscope.models import build_model  # noqa: E402
 from convscope.report import CURVES, REPORT, RunReport, report_for_run  # noqa: E402
 from convscope.train import TrainConfig, Trainer, evaluate  # noqa: E402
+from explore_common import block_network  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -197,16 +198,7 @@ def test_report_renders_in_headless_chromium(run: dict[str, Any], tmp_path: Path
                 viewport={"width": 1280, "height": 900}, offline=True)
             try:
                 page = ctx.new_page()
-
-                def guard(route: Any) -> None:
-                    url = route.request.url
-                    if url.startswith(("file:", "data:")):
-                        route.continue_()
-                    else:
-                        outside.append(url)
-                        route.abort()
-
-                page.route("**/*", guard)
+                block_network(page, outside)
                 errors: list[str] = []
                 page.on("pageerror", lambda e: errors.append(str(e)))
                 page.goto(report.as_uri(), wait_until="load")

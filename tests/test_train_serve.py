@@ -5,6 +5,7 @@ on show until Ctrl-C.  The process is always stopped (a timeout, then kill)."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -151,9 +152,10 @@ def test_the_final_model_stays_until_ctrl_c(live_run: dict[str, Any]) -> None:
     assert "live view stopped" in "".join(live_run["err"])
 
 
-def test_pages_come_from_snapshots_not_the_training_model() -> None:
-    """In one process: the page is built once per snapshot, from the snapshot's weights on the
-    server's own copy of the model, even when the training model has moved on."""
+@contextlib.contextmanager
+def _serving() -> Iterator[tuple[LiveServer, Any]]:
+    """(a LiveServer of a fresh LeNet-5 on the bundled digits, serving from a thread, the
+    model); shut down after."""
     ds = load_dataset("digits")
     norm = Normalizer.fit(ds.x_train[:200])
     model = build_model("lenet5", ds.input_shape, ds.num_classes, seed=0)
@@ -162,6 +164,17 @@ def test_pages_come_from_snapshots_not_the_training_model() -> None:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
+        yield server, model
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_pages_come_from_snapshots_not_the_training_model() -> None:
+    """In one process: the page is built once per snapshot, from the snapshot's weights on the
+    server's own copy of the model, even when the training model has moved on."""
+    with _serving() as (server, model):
         port = server.server_address[1]
         status, body = _get(port, "/")  # before training begins: a page that reloads itself
         assert status == 200 and b"http-equiv=refresh" in body and b"starting" in body
@@ -185,10 +198,6 @@ def test_pages_come_from_snapshots_not_the_training_model() -> None:
         np.testing.assert_array_equal(
             floats(_page_data(second)["model"]["layers"][0]["conv"]["weight"]), weight + 1.0)
         assert json.loads(_get(port, "/api/run")[1])["best_epoch"] == 2  # same accuracy, lower loss
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
 
 
 def _until(pg: Any, words: str, timeout: float = 30) -> None:
@@ -213,19 +222,12 @@ def test_the_page_reloads_itself_and_keeps_the_view(tmp_path: Path) -> None:
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is not installed")
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    ds = load_dataset("digits")
-    norm = Normalizer.fit(ds.x_train[:200])
-    model = build_model("lenet5", ds.input_shape, ds.num_classes, seed=0)
-    server = LiveServer(model, ds.classes, lambda p: norm(p).astype(np.float32),
-                        ds.x_test[:60], ds.y_test[:60], port=0, title="t")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    trainer = SimpleNamespace(model=model, epoch=1, config=SimpleNamespace(epochs=2),
-                              history=[{"epoch": 1, "train_loss": 2.0, "val_loss": 1.9,
-                                        "val_accuracy": 0.3}])
-    cb = LiveRun(server.publish)
-    cb.on_epoch_end(trainer, trainer.history[-1])
-    try:
+    with _serving() as (server, model):
+        trainer = SimpleNamespace(model=model, epoch=1, config=SimpleNamespace(epochs=2),
+                                  history=[{"epoch": 1, "train_loss": 2.0, "val_loss": 1.9,
+                                            "val_accuracy": 0.3}])
+        cb = LiveRun(server.publish)
+        cb.on_epoch_end(trainer, trainer.history[-1])
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
@@ -254,7 +256,3 @@ def test_the_page_reloads_itself_and_keeps_the_view(tmp_path: Path) -> None:
                 assert errors == [] and foreign == []
             finally:
                 browser.close()
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ..data.batches import to_float
 from .comm import Communicator, split_sizes
 
 __all__ = ["shard_bounds", "global_batches", "GlobalBatch", "evaluate_sharded", "reduce_counts"]
@@ -67,19 +68,9 @@ def global_batches(loader: Any, comm: Communicator) -> Iterator[GlobalBatch]:
             xb = loader.augment(loader.x[idx], rng)[start:stop]
         else:
             xb = loader.x[idx[start:stop]]
-        xb = loader.normalizer(xb) if loader.normalizer is not None else _to_float(xb)
+        xb = loader.normalizer(xb) if loader.normalizer is not None else to_float(xb)
         yield GlobalBatch(np.ascontiguousarray(xb, dtype=np.float32), loader.y[idx[start:stop]],
                           start, stop, len(idx))
-
-
-def _to_float(x: np.ndarray) -> np.ndarray:
-    """uint8 -> float32 in [0, 1] (as data.batches.to_float; kept here so this module does not
-    import the data package)."""
-    if x.dtype == np.uint8:
-        out = x.astype(np.float32)
-        out /= np.float32(255)
-        return out
-    return x.astype(np.float32, copy=False)
 
 
 def reduce_counts(comm: Communicator, confusion: np.ndarray, loss_sum: float
