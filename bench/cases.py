@@ -13,6 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 import convscope as cs
+from convscope.ops import jit
 
 # (N, C_in, H, W, C_out, k, stride, pad) from the issue; the 224 one is forward only
 CONV_SHAPES: tuple[tuple[int, ...], ...] = (
@@ -158,13 +159,15 @@ def conv_cases(torch: Any, shape: tuple[int, ...], rng: np.random.Generator) -> 
 
 
 def _fwd_bwd(name: str, layer: Any, x: np.ndarray, dy: np.ndarray, tlayer: Any, tx: Any,
-             tdy: Any, **kw: Any) -> Case:
+             tdy: Any, kernels: bool = True, **kw: Any) -> Case:
     """One layer's forward then backward of dy, against the torch layer's on tx (a leaf that
-    requires grad)."""
+    requires grad); ``kernels=False``: convscope's NumPy path even where the compiled kernels
+    (convscope.ops.jit) are on."""
 
     def ours() -> Any:
-        layer.forward(x)
-        return layer.backward(dy)
+        with jit.turned_on(kernels and jit.kernels() is not None):
+            layer.forward(x)
+            return layer.backward(dy)
 
     def theirs() -> Any:
         tx.grad = None
@@ -175,8 +178,8 @@ def _fwd_bwd(name: str, layer: Any, x: np.ndarray, dy: np.ndarray, tlayer: Any, 
 
 
 def layer_cases(torch: Any, rng: np.random.Generator) -> list[Case]:
-    """2x2 max-pool, batch norm (training; channels-first and channels-last memory) and a fully
-    connected layer, forward+backward."""
+    """2x2 max-pool, batch norm (training; channels-first and channels-last memory; with the
+    compiled kernels on, also by the NumPy path) and a fully connected layer, forward+backward."""
     x = _rand(rng, (64, 32, 32, 32))
     pool = cs.MaxPool2D(2)
     dy = _like(pool.forward(x), _rand(rng, (64, 32, 16, 16)))
@@ -191,18 +194,22 @@ def layer_cases(torch: Any, rng: np.random.Generator) -> list[Case]:
         return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
 
     cl = torch.channels_last
-    return [
-        _fwd_bwd("max-pool 2x2 64x32x32x32 fwd+bwd", pool, x, dy, torch.nn.MaxPool2d(2),
-                 leaf(x), torch.from_numpy(np.ascontiguousarray(dy))),
-        _fwd_bwd("batch norm 64x32x32x32 fwd+bwd", cs.BatchNorm2D(32), x, bdy,
-                 torch.nn.BatchNorm2d(32), leaf(x), torch.from_numpy(bdy.copy())),
-        _fwd_bwd("batch norm 64x32x32x32 channels-last fwd+bwd", cs.BatchNorm2D(32), last(x),
-                 last(bdy), torch.nn.BatchNorm2d(32), leaf(x, cl),
-                 torch.from_numpy(bdy.copy()).to(memory_format=cl)),
-        _fwd_bwd("linear 256x1024 -> 1024 fwd+bwd", cs.Linear(1024, 1024, seed=0), fx, fdy,
-                 torch.nn.Linear(1024, 1024), leaf(fx), torch.from_numpy(fdy.copy()),
-                 flops=6.0 * 256 * 1024 * 1024),
-    ]
+    out = [_fwd_bwd("max-pool 2x2 64x32x32x32 fwd+bwd", pool, x, dy, torch.nn.MaxPool2d(2),
+                    leaf(x), torch.from_numpy(np.ascontiguousarray(dy)))]
+    for kernels, suffix in ((True, ""), (False, ", NumPy path")):
+        if not kernels and jit.kernels() is None:
+            continue  # no compiled kernels: the first pair ran the NumPy path
+        out += [_fwd_bwd(f"batch norm 64x32x32x32 fwd+bwd{suffix}", cs.BatchNorm2D(32), x, bdy,
+                         torch.nn.BatchNorm2d(32), leaf(x), torch.from_numpy(bdy.copy()),
+                         kernels=kernels, info={"kernels": kernels}),
+                _fwd_bwd(f"batch norm 64x32x32x32 channels-last fwd+bwd{suffix}",
+                         cs.BatchNorm2D(32), last(x), last(bdy), torch.nn.BatchNorm2d(32),
+                         leaf(x, cl), torch.from_numpy(bdy.copy()).to(memory_format=cl),
+                         kernels=kernels, info={"kernels": kernels})]
+    out.append(_fwd_bwd("linear 256x1024 -> 1024 fwd+bwd", cs.Linear(1024, 1024, seed=0), fx,
+                        fdy, torch.nn.Linear(1024, 1024), leaf(fx), torch.from_numpy(fdy.copy()),
+                        flops=6.0 * 256 * 1024 * 1024))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

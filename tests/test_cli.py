@@ -376,7 +376,7 @@ def _modules_after(*argv: str, cwd: Path) -> tuple[set[str], str]:
 
 COMMAND_MODULES = {f"convscope.cli.{name}" for name, _ in SUBCOMMANDS}
 HEAVY = {"convscope.train", "convscope.inspect.report", "convscope.inspect.viz", "matplotlib",
-         "torch", "onnx", "onnxruntime"}
+         "torch", "onnx", "onnxruntime", "numba"}
 
 
 def test_predict_imports_its_own_module_only(run: Path, tmp_path: Path) -> None:

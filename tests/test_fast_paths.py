@@ -57,16 +57,20 @@ def test_the_transposed_path_in_chunks_of_a_small_budget_matches_torch(path: Any
         workspace.set_budget(old)
 
 
-def test_the_transposed_input_gradient_is_taken_where_it_applies(path: Any) -> None:
-    """Stride 1, groups 1, padding within the filter's reach: dx comes from the forward path
-    run on dY (spied), equal to col2im's to float64 rounding; stride 2 keeps col2im."""
+@pytest.mark.parametrize("c, k, applies", [(16, 16, True), (16, 32, True), (8, 8, True),
+                                            (8, 32, False)])
+def test_the_transposed_input_gradient_is_taken_where_it_applies(path: Any, c: int, k: int,
+                                                                 applies: bool) -> None:
+    """Stride 1, groups 1, padding within the filter's reach, K <= C or C >= 16: dx comes from
+    the forward path run on dY (spied), equal to col2im's to float64 rounding; stride 2 and
+    more filters than fewer than 16 channels keep col2im."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((3, 16, 9, 9))
-    w = rng.standard_normal((16, 16, 3, 3))
+    x = rng.standard_normal((3, 9, 9, c)).transpose(0, 3, 1, 2)  # channels-last, as a net's
+    w = rng.standard_normal((k, c, 3, 3))
     real = conv_ops.conv2d_forward
     for stride in (1, 2):
         oh = (9 + 2 - 3) // stride + 1
-        dy = rng.standard_normal((3, 16, oh, oh))
+        dy = rng.standard_normal((3, k, oh, oh))
         dxs = []
         for transposed in (False, True):
             path(transposed)
@@ -82,7 +86,7 @@ def test_the_transposed_input_gradient_is_taken_where_it_applies(path: Any) -> N
                 dxs.append(np.array(conv_ops.conv2d_backward(dy, w, cache, False)[0]))
             finally:
                 conv_ops.conv2d_forward = real
-            assert calls == ([dy.shape] if transposed and stride == 1 else [])
+            assert calls == ([dy.shape] if transposed and stride == 1 and applies else [])
         np.testing.assert_allclose(dxs[1], dxs[0], rtol=1e-10, atol=1e-10)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import convscope as cs
+from convscope.ops import jit
 from finite_diff import numeric_grad
 
 H = 1e-6
@@ -129,7 +130,11 @@ def test_dropout_with_a_fixed_mask() -> None:
                                         (cs.BatchNorm1D, (3, 2, 4))])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("affine", [True, False], ids=["affine", "plain"])
-def test_batchnorm(cls: type, shape: tuple, training: bool, affine: bool) -> None:
+@pytest.mark.parametrize("kernels", [False, True], ids=["numpy", "compiled"])
+def test_batchnorm(cls: type, shape: tuple, training: bool, affine: bool, kernels: bool) -> None:
+    """Both batch-norm paths: NumPy's and the compiled kernels of ops/jit.py (numba)."""
+    if kernels and not jit.available():
+        pytest.skip("numba is not installed")
     rng = np.random.default_rng(9)
     layer = cls(shape[1], affine=affine, dtype=np.float64)
     if affine:
@@ -138,7 +143,8 @@ def test_batchnorm(cls: type, shape: tuple, training: bool, affine: bool) -> Non
     layer.buffers["running_mean"][...] = rng.standard_normal(shape[1])
     layer.buffers["running_var"][...] = rng.uniform(0.5, 2.0, shape[1])
     layer.train(training)
-    check_layer(layer, rng.standard_normal(shape) * 2 + 1)
+    with jit.turned_on(kernels):
+        check_layer(layer, rng.standard_normal(shape) * 2 + 1)
 
 
 def test_batchnorm_without_running_stats_uses_batch_stats_in_eval() -> None:

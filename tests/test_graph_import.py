@@ -224,7 +224,8 @@ def test_a_traced_model_goes_back_to_torch_and_to_onnx() -> None:
 # convscope's own residual presets
 
 
-@pytest.mark.parametrize("name, shape", [("resnet_small", (1, 28, 28)), ("resnet20", (3, 32, 32))])
+@pytest.mark.parametrize("name, shape", [("resnet_small", (1, 28, 28)), ("resnet9", (1, 28, 28)),
+                                         ("resnet20", (3, 32, 32))])
 def test_residual_presets_export_import_export(name: str, shape: tuple) -> None:
     model = build_model(name, shape, 10, seed=0)
     rng = np.random.default_rng(1)

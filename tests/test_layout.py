@@ -53,7 +53,7 @@ def test_the_checker_finds_a_cycle(tmp_path):
 def test_import_convscope_imports_no_optional_library():
     code = ("import sys, convscope\n"
             "heavy = [m for m in ('torch', 'onnx', 'onnxruntime', 'matplotlib', 'PIL', "
-            "'safetensors', 'mpi4py', 'cupy') if m in sys.modules]\n"
+            "'safetensors', 'mpi4py', 'cupy', 'numba') if m in sys.modules]\n"
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -39,6 +39,8 @@ GUARDED = {
 NUMPY_MODULES = {
     "ops/conv_reference.py": "the lecture's loops in reading order, element by element: the "
                              "oracle the fast path is tested against, never run on a device",
+    "ops/jit.py": "CPU kernels compiled by numba, reached only for NumPy arrays (through "
+                  "norm._channel_views, which checks type(a) is np.ndarray)",
 }
 
 

@@ -1,5 +1,5 @@
-"""The residual presets: ResNet-20 (He et al. 2015, CIFAR, 32×32×3) and resnet_small (28×28
-grey): their structure and parameter counts, the lecture's arithmetic through them, ONNX export
+"""The residual presets: ResNet-20 (He et al. 2015, CIFAR, 32×32×3), resnet_small and resnet9
+(28×28 grey): their structure and parameter counts, the lecture's arithmetic through them, ONNX export
 checked against onnxruntime, building by name from the CLI, and a short training run on the
 bundled digits in which the loss falls and the accuracy rises.
 """
@@ -69,7 +69,26 @@ def test_resnet_small_is_for_28x28_grey_images() -> None:
     assert {"resnet_small", "resnet20"} <= set(list_presets())
 
 
-@pytest.mark.parametrize("name", ["resnet_small", "resnet20"])
+def test_resnet9_is_page_s_plan_at_a_quarter_width() -> None:
+    model = build_model("resnet9", seed=0)
+    assert model.input_shape == (1, 28, 28) and model.output_shape((1, 28, 28)) == (10,)
+    blocks = [layer for layer in model if isinstance(layer, cs.Residual)]
+    assert [b.shortcut for b in blocks] == [None, None]  # identity shortcuts
+    convs = [c.out_channels for c in _weighted(model) if isinstance(c, cs.Conv2D)]
+    assert convs == [16, 32, 32, 32, 64, 128, 128, 128]
+    # 3x3 convs without bias, each + batch norm (2 parameters per channel); fc 128 -> 10
+    cin = [1, 16, 32, 32, 32, 64, 128, 128]
+    expected = sum(9 * a * b + 2 * b for a, b in zip(cin, convs)) + 128 * 10 + 10
+    assert model.param_count() == expected == 412_666
+    sides = [s.output_shape for s in model.explain().steps]
+    pools = [shape for step, shape in zip(model, sides) if isinstance(step, cs.MaxPool2D)]
+    assert pools == [(32, 14, 14), (64, 7, 7), (128, 3, 3)]
+    walk = str(model.explain())  # the last pool floors 7 -> 3, and the lecture says so
+    assert "(7 − 2 + 2·0) / 2 + 1 = 3.50 → 3×3×128 (floored, as PyTorch does)" in walk
+    assert "shortcut: 14×14×32 + 14×14×32 → 14×14×32" in walk
+
+
+@pytest.mark.parametrize("name", ["resnet_small", "resnet9", "resnet20"])
 def test_presets_export_to_onnx_as_onnxruntime_computes(name: str) -> None:
     pytest.importorskip("onnxruntime")
     from convscope.formats.onnx.export import export_onnx, run_onnx

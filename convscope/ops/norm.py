@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..runtime import xp_of
+from . import jit
 from .layout import in_layout, is_channels_last, like, per_channel
 
 Array = Any
@@ -81,11 +82,29 @@ def _centred(x: Array) -> tuple[Array, Array, Array]:
     return mean, channel_dot(d, d) / x.dtype.type(m), d
 
 
+def _kernel_views(*arrays: Array) -> tuple[str, list[Array]] | None:
+    """The ('mc' or 'nci') views of arrays that share one layout, C-contiguous and not empty,
+    for the compiled kernels (:mod:`.jit`); None where they do not apply."""
+    views = [_channel_views(a) for a in arrays]
+    if any(v is None or v[0] != views[0][0] or not v[1].size or v[1].shape != views[0][1].shape
+           or not v[1].flags.c_contiguous for v in views):
+        return None
+    return views[0][0], [v[1] for v in views]
+
+
 def batchnorm_train_forward(x: Array, gamma: Array | None, beta: Array | None, eps: float
                             ) -> tuple[Array, tuple, Array, Array]:
     """Batch statistics and the normalisation in one go: (y, cache, mean, var), the same
     numbers as :func:`batchnorm_stats` then :func:`batchnorm_forward`, with x - mean computed
-    once and turned into x̂ in place (four sweeps over x where those two took eight)."""
+    once and turned into x̂ in place (four sweeps over x where those two took eight; three with
+    the compiled kernel, its sums in float64)."""
+    if jit.kernels() is not None and _kernel_views(x) is not None:
+        xhat = like(x)
+        y = xhat if gamma is None else like(x)
+        views = _kernel_views(x, xhat, y)
+        if views is not None:
+            mean, var = jit.bn_forward(views[0], *views[1], gamma, beta, eps)
+            return y, (xhat, 1.0 / xp_of(x).sqrt(var + eps), gamma), mean, var
     mean, var, d = _centred(x)
     y, cache = _normalise(d, var, gamma, beta, eps)
     return y, cache, mean, var
@@ -120,10 +139,14 @@ def batchnorm_backward(dy: Array, cache: tuple, batch_stats: bool) -> tuple[Arra
     xp = xp_of(dy)
     xhat, inv_std, gamma = cache
     dy = in_layout(dy, is_channels_last(xhat)) if dy.ndim == 4 else dy  # one layout: one sweep
-    dbeta = channel_sum(dy)
-    dgamma = channel_dot(dy, xhat)
     scale = inv_std if gamma is None else gamma * inv_std
     dx = like(xhat)
+    views = _kernel_views(dy, xhat, dx) if jit.kernels() is not None else None
+    if views is not None:  # both sums in one sweep, dx in a second
+        dgamma, dbeta = jit.bn_backward(views[0], *views[1], scale, batch_stats)
+        return dx, dgamma, dbeta
+    dbeta = channel_sum(dy)
+    dgamma = channel_dot(dy, xhat)
     if not batch_stats:
         return per_channel("multiply", dy, scale, dx), dgamma, dbeta
     m = dy.size // dy.shape[1]

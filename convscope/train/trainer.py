@@ -20,6 +20,7 @@ from ..formats.model_file import atomic_write, estimate_background
 from ..formats.run_folder import RunLock
 from ..layers.container import Sequential
 from ..losses import CrossEntropyLoss
+from ..ops.jit import turned_on as compiled_kernels
 from ..runtime import get_device, to_device, to_host, xp_of
 from . import checkpoint
 from .checkpoint import CHECKPOINT, METRICS, MODEL, fingerprint, on_host, seed_stochastic
@@ -74,6 +75,8 @@ class Trainer:
     ``device`` ("cpu", "cuda", "cuda:N"; None: where the model is): the model is moved there
     first; each batch is copied there, nothing else crosses during a step; files, callbacks
     and reports see host copies of the weights (:func:`~.checkpoint.on_host`).
+    ``jit``: numba's compiled kernels (:mod:`convscope.ops.jit`) while :meth:`fit` runs, where
+    numba is installed (``pip install 'convscope[fast]'``) and ``CONVSCOPE_JIT`` is not 0.
     """
 
     def __init__(self, model: Sequential, config: TrainConfig | None = None, *,
@@ -81,7 +84,7 @@ class Trainer:
                  classes: Sequence[str] | None = None, model_info: Mapping[str, Any] | None = None,
                  callbacks: Sequence[Any] = (), progress: bool = False,
                  log: Callable[[str], None] | None = None, comm: Any = None,
-                 sync_bn: bool = False, device: str | None = None) -> None:
+                 sync_bn: bool = False, device: str | None = None, jit: bool = True) -> None:
         if not isinstance(model, Sequential) or model.input_shape is None:
             raise ValueError("Trainer needs a built Sequential (give it input_shape)")
         self.model = model if device is None else model.to(device)  # before the optimiser
@@ -100,6 +103,7 @@ class Trainer:
         self.model_info = dict(model_info or {})
         self.callbacks = list(callbacks)
         self.progress, self.log = progress, log
+        self.jit = jit
         self.loss_fn = CrossEntropyLoss(self.config.label_smoothing)
         self.optimizer = make_optimizer(model, self.config)
         # -- distributed: the flat gradient buffer; rank 0 alone speaks and writes --
@@ -200,10 +204,11 @@ class Trainer:
         :class:`~convscope.errors.RunFolderError` when another process trains in ``run_dir``
         (the run lock of formats/run_folder.py, held by the writing worker while it trains).
         """
-        if self.run_dir is None or not self.dp.is_root:
-            return self._fit(x_train, y_train, x_val, y_val, resume=resume)
-        with RunLock(self.run_dir):
-            return self._fit(x_train, y_train, x_val, y_val, resume=resume)
+        with compiled_kernels(self.jit):
+            if self.run_dir is None or not self.dp.is_root:
+                return self._fit(x_train, y_train, x_val, y_val, resume=resume)
+            with RunLock(self.run_dir):
+                return self._fit(x_train, y_train, x_val, y_val, resume=resume)
 
     def _fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray | None,
              y_val: np.ndarray | None, *, resume: bool) -> FitResult:

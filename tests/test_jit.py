@@ -1,0 +1,168 @@
+"""The compiled batch-norm kernels (convscope/ops/jit.py) against the NumPy path and PyTorch.
+
+The kernels' Python source runs here without numba (small arrays), so their sums are checked on
+every machine; compiled, they are checked over hypothesis-drawn shapes, layouts and dtypes, and
+the NumPy path they replace stays the reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from convscope.ops import jit, norm
+
+needs_numba = pytest.mark.skipif(not jit.available(), reason="numba is not installed")
+
+
+@pytest.fixture(autouse=True)
+def _kernels_off():
+    jit.enable(False)
+    yield
+    jit.enable(False)
+
+
+def _batch(rng, shape, layout, dtype):
+    """x (N, C, H, W) in channels-first or channels-last memory, or (N, C)."""
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    if layout == "channels_last":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    return x
+
+
+def _run(x, gamma, beta, dy, on: bool):
+    """Forward and both backwards (batch statistics and running ones) with the kernels on/off."""
+    jit.enable(on)
+    y, cache, mean, var = norm.batchnorm_train_forward(x, gamma, beta, 1e-5)
+    out = {"y": np.array(y), "mean": mean, "var": var, "strides": y.strides}
+    for stats in (True, False):
+        dx, dg, db = norm.batchnorm_backward(dy, cache, stats)
+        out |= {f"dx{stats}": np.array(dx), f"dgamma{stats}": dg, f"dbeta{stats}": db}
+    jit.enable(False)
+    return out
+
+
+def _python_kernels_run(x, gamma, beta, dy):
+    """The kernels' own Python source (no numba) on a view of x, as norm.py calls them."""
+    kind, xv = norm._channel_views(x)
+    xh, y = np.empty_like(xv), np.empty_like(xv)
+    stats = np.empty((2, xv.shape[1]))
+    fwd = jit.bn_forward_mc if kind == "mc" else jit.bn_forward_nci
+    fwd(xv, gamma, beta, 1e-5, True, xh, y, stats)
+    _, dyv = norm._channel_views(dy)
+    inv = (1 / np.sqrt(stats[1] + 1e-5)).astype(x.dtype)
+    dx, sums = np.empty_like(xv), np.empty((2, xv.shape[1]))
+    (jit.bn_backward_mc if kind == "mc" else jit.bn_backward_nci)(dyv, xh, gamma * inv, True,
+                                                                  dx, sums)
+    return y, stats, dx, sums
+
+
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_the_kernels_python_source_equals_the_numpy_path(layout):
+    rng = np.random.default_rng(0)
+    x = _batch(rng, (3, 4, 3, 5), layout, np.float64)
+    dy = _batch(rng, (3, 4, 3, 5), layout, np.float64)
+    gamma, beta = rng.standard_normal(4), rng.standard_normal(4)
+    y, stats, dx, sums = _python_kernels_run(x, gamma, beta, dy)
+    ref = _run(x, gamma, beta, dy, on=False)
+    assert norm._channel_views(x)[0] == ("mc" if layout == "channels_last" else "nci")
+    np.testing.assert_allclose(y, norm._channel_views(ref["y"])[1], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(stats, [ref["mean"], ref["var"]], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, norm._channel_views(ref["dxTrue"])[1], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(sums, [ref["dbetaTrue"], ref["dgammaTrue"]], rtol=1e-12,
+                               atol=1e-12)
+
+
+@needs_numba
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 5), c=st.integers(1, 20), h=st.integers(1, 9), w=st.integers(1, 9),
+       layout=st.sampled_from(["channels_first", "channels_last", "flat"]),
+       dtype=st.sampled_from([np.float32, np.float64]), affine=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_compiled_kernels_equal_the_numpy_path(n, c, h, w, layout, dtype, affine, seed):
+    rng = np.random.default_rng(seed)
+    shape = (n, c) if layout == "flat" else (n, c, h, w)
+    x = _batch(rng, shape, layout, dtype)
+    dy = _batch(rng, shape, layout, dtype)
+    gamma = rng.standard_normal(c).astype(dtype) if affine else None
+    beta = rng.standard_normal(c).astype(dtype) if affine else None
+    ref, got = _run(x, gamma, beta, dy, on=False), _run(x, gamma, beta, dy, on=True)
+    tol = 1e-10 if dtype == np.float64 else 2e-4  # f32: the NumPy path sums in float32
+    assert got["strides"] == ref["strides"]  # the same memory layout out
+    for key in ref:
+        if key != "strides":
+            assert got[key].dtype == ref[key].dtype, key
+            scale = 1 + np.abs(ref[key]).max(initial=0)
+            np.testing.assert_allclose(got[key], ref[key], rtol=0, atol=tol * scale,
+                                       err_msg=key)
+
+
+@needs_numba
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_compiled_kernels_match_torch_batch_norm_float64(layout):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    x = _batch(rng, (6, 5, 7, 4), layout, np.float64)
+    dy = rng.standard_normal(x.shape)
+    gamma, beta = rng.standard_normal(5), rng.standard_normal(5)
+    got = _run(x, gamma, beta, dy, on=True)
+    tx = torch.tensor(np.ascontiguousarray(x), requires_grad=True)
+    tg = torch.tensor(gamma, requires_grad=True)
+    tb = torch.tensor(beta, requires_grad=True)
+    ty = torch.nn.functional.batch_norm(tx, None, None, tg, tb, training=True, eps=1e-5)
+    ty.backward(torch.tensor(dy))
+    np.testing.assert_allclose(got["y"], ty.detach().numpy(), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(got["dxTrue"], tx.grad.numpy(), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(got["dgammaTrue"], tg.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(got["dbetaTrue"], tb.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+@needs_numba
+def test_the_kernel_path_is_taken_only_when_on(monkeypatch):
+    calls = []
+    monkeypatch.setattr(jit, "bn_forward", lambda *a: calls.append(a[0]) or (None, None))
+    x = _batch(np.random.default_rng(0), (2, 3, 4, 4), "channels_last", np.float32)
+    norm.batchnorm_train_forward(x, None, None, 1e-5)
+    assert calls == []
+    with jit.turned_on() as on:
+        assert on and jit.kernels() is not None
+        try:
+            norm.batchnorm_train_forward(x, None, None, 1e-5)
+        except TypeError:
+            pass  # the stub's (None, None) statistics; the call is what counts
+    assert calls == ["mc"]
+    assert jit.kernels() is None  # turned_on restored the state before it
+
+
+def test_numba_missing_or_switched_off_leaves_the_numpy_path(monkeypatch):
+    monkeypatch.setattr(jit, "available", lambda: False)
+    assert jit.enable() is False and jit.kernels() is None
+    monkeypatch.undo()
+    monkeypatch.setenv("CONVSCOPE_JIT", "0")
+    with jit.turned_on() as on:
+        assert on is False and jit.kernels() is None
+
+
+@needs_numba
+@pytest.mark.parametrize("wanted", [True, False])
+def test_the_trainer_turns_the_kernels_on_while_it_trains(wanted):
+    from convscope.models import build_model
+    from convscope.train import TrainConfig, Trainer
+
+    seen = []
+
+    class Spy:
+        def on_batch_end(self, trainer, info):
+            seen.append(jit.kernels() is not None)
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (16, 1, 8, 8), dtype=np.uint8)
+    y = rng.integers(0, 3, 16)
+    net = build_model([{"type": "conv", "filters": 4, "size": 3, "pad": 1},
+                       {"type": "batchnorm"}, {"type": "relu"}, {"type": "gap"},
+                       {"type": "fc", "units": 3}], (1, 8, 8), 3, seed=0)
+    Trainer(net, TrainConfig(epochs=1, batch_size=8, seed=0), callbacks=[Spy()],
+            jit=wanted).fit(x, y)
+    assert seen == [wanted, wanted]
+    assert jit.kernels() is None
