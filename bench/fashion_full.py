@@ -33,12 +33,15 @@ RECIPE = {"--arch": "fashion", "--data": "fashion-mnist", "--epochs": "20",
           "--val-fraction": "0.1", "--seed": "0"}
 #: ``--preset resnet`` (issue 10): the ``resnet9`` preset (Page's ResNet-9 at a quarter width,
 #: 412,666 parameters), SGD with Nesterov momentum, a warm-up and a cosine schedule, crops and
-#: flips, batches of 64; the target is 94.0% within 45 minutes on the 2-core machine.
+#: flips, batches of 64; the target is 94.0% within 45 minutes on the 2-core machine.  The test
+#: images are evaluated once as they are and once with flip test-time augmentation (each image's
+#: probabilities averaged with its mirror image's, as Page's ResNet-9 evaluates); the report has
+#: both, and the target is checked on the recipe's own evaluation, the flip one.
 RESNET_RECIPE = {"--arch": "resnet9", "--data": "fashion-mnist", "--epochs": "13",
                  "--batch-size": "64", "--optimizer": "sgd", "--lr": "0.05", "--momentum": "0.9",
                  "--nesterov": None, "--weight-decay": "0.0005", "--schedule": "cosine",
                  "--warmup": "0.5", "--label-smoothing": "0.1", "--augment": "crop=2+flip",
-                 "--val-fraction": "0.1", "--seed": "0"}
+                 "--val-fraction": "0.1", "--tta": "flip", "--seed": "0"}
 PRESETS = {"fashion": (RECIPE, TARGET, "runs/bench-fashion"),
            "resnet": (RESNET_RECIPE, 0.94, "runs/bench-resnet")}
 
@@ -82,9 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         return rc
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    scored = results.get("test_accuracy_tta", results["test_accuracy"])  # the recipe's own
     report = {"arch": chosen["--arch"], "data": "fashion-mnist",
               "test_accuracy": results["test_accuracy"],
-              "target": args.target, "met": results["test_accuracy"] >= args.target,
+              "tta": results.get("tta", "none"),
+              "test_accuracy_tta": results.get("test_accuracy_tta"),
+              "target": args.target, "met": scored >= args.target,
               "epochs": results["epochs"], "best_epoch": results["best_epoch"],
               "best_val_accuracy": results["best_val_accuracy"],
               "wall_seconds": round(wall, 1), "run_seconds": results["seconds"],
@@ -93,9 +99,12 @@ def main(argv: list[str] | None = None) -> int:
                                          / max(len(epochs), 1), 1),
               "run_folder": str(out)}
     print(json.dumps(report))
-    print(f"{chosen['--arch']} on Fashion-MNIST: test accuracy {100 * report['test_accuracy']:.2f}% (target "
-          f"{100 * args.target:.1f}%: {'met' if report['met'] else 'missed'}) in "
-          f"{wall / 60:.1f} min", file=sys.stderr)
+    views = ("" if report["test_accuracy_tta"] is None else
+             f", {100 * report['test_accuracy_tta']:.2f}% with {report['tta']} test-time "
+             "augmentation")
+    print(f"{chosen['--arch']} on Fashion-MNIST: test accuracy {100 * report['test_accuracy']:.2f}%"
+          f"{views} (target {100 * args.target:.1f}%: {'met' if report['met'] else 'missed'}) "
+          f"in {wall / 60:.1f} min", file=sys.stderr)
     return 0 if report["met"] else 1
 
 

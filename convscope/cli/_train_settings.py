@@ -13,7 +13,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "lr": None, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "schedule": "cosine",
     "step_size": 0, "gamma": 0.1, "warmup": 0.0, "min_lr": 0.0, "label_smoothing": 0.1,
     "patience": None, "val_fraction": 0.1, "augment": "auto", "seed": None, "limit": None,
-    "data_dir": None, "download": True, "threads": None, "sync_bn": False, "input_size": None}
+    "data_dir": None, "download": True, "threads": None, "sync_bn": False, "input_size": None,
+    "tta": "none"}
 DEFAULT_LR = {"sgd": 0.02, "adam": 3e-3, "adamw": 3e-3}
 #: What ``--augment auto`` means for the known datasets (others: no augmentation).
 AUTO_AUGMENT = {"digits": "crop=2", "mnist": "crop=2", "fashion-small": "flip",

@@ -17,6 +17,7 @@ from ..train import evaluate
 from ._common import CommandError, Formatter, add_import, add_threads, printable, say, thread_limit
 from ._device import add_device
 from ._outputs import check_output
+from ._tta import add_tta
 
 __all__ = ["add_parser", "run", "format_confusion", "write_confusion_png"]
 
@@ -47,11 +48,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=500, metavar="N",
                    help="images per forward pass (default: 500)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_tta(p, "evaluates each image and its mirror image")
     add_threads(p)
     add_device(p)
     p.add_argument("--confusion", metavar="PNG",
-                   help="also draw the confusion matrix into PNG (default: confusion-<split>.png "
-                   "next to a model in a run folder)")
+                   help="also draw the confusion matrix into PNG (default: confusion-<split>.png, "
+                   "confusion-<split>-flip.png with --tta flip, next to a model in a run folder)")
     add_import(p)
     return p
 
@@ -106,19 +108,21 @@ def run(args: argparse.Namespace) -> int:
         say(note)
     with thread_limit(args.threads):
         ev = evaluate(saved.model.to(args.device), x, y, normalizer=saved.normalization,
-                      num_classes=len(saved.classes), batch_size=args.batch_size)
+                      num_classes=len(saved.classes), batch_size=args.batch_size, tta=args.tta)
     per_class = ev.per_class_accuracy
-    _confusion_png(args, ev, saved.classes, f"{ds.name} {args.split} split")
+    views = "" if args.tta == "none" else f", test-time augmentation {args.tta}"
+    _confusion_png(args, ev, saved.classes, f"{ds.name} {args.split} split{views}")
     if args.json:
         print(json.dumps({"model": str(args.model), "data": ds.name, "split": args.split,
-                          "images": ev.total, "accuracy": ev.accuracy, "loss": ev.loss,
+                          "images": ev.total, "tta": args.tta, "accuracy": ev.accuracy,
+                          "loss": ev.loss,
                           "per_class_accuracy": {c: (None if np.isnan(a) else float(a))
                                                  for c, a in zip(saved.classes, per_class)},
                           "classes": saved.classes, "confusion": ev.confusion.tolist()}, indent=2))
         return 0
     what = (f"{ds.name}, all {ev.total:,} images" if args.split == "all"
             else f"{ds.name} {args.split} split, {ev.total:,} images")
-    print(f"{what}: accuracy {100 * ev.accuracy:.2f}% "
+    print(f"{what}{views}: accuracy {100 * ev.accuracy:.2f}% "
           f"({ev.correct:,}/{ev.total:,}), loss {ev.loss:.4f}")
     print("\nper-class accuracy:")
     counts = ev.confusion.sum(axis=1)
@@ -137,7 +141,8 @@ def _confusion_png(args: argparse.Namespace, ev: Any, classes: list[str], title:
     folder = Path(args.model).parent
     if args.confusion is None and not (folder / "metrics.jsonl").is_file():
         return
-    path = args.confusion or folder / f"confusion-{args.split}.png"
+    tta = "" if args.tta == "none" else f"-{args.tta}"  # never over the one-view picture
+    path = args.confusion or folder / f"confusion-{args.split}{tta}.png"
     try:
         say(f"confusion matrix: {write_confusion_png(path, ev.confusion, classes, title)}")
     except (ImportError, OSError) as exc:

@@ -14,6 +14,7 @@ from ..data import IMAGE_EXTENSIONS, DataError
 from ..formats.model_file import load_model
 from ._common import CommandError, Formatter, add_import, add_threads, printable, say, thread_limit
 from ._device import add_device
+from ._tta import add_tta
 
 __all__ = ["add_parser", "run"]
 
@@ -39,6 +40,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
                    help="invert grey levels (default: auto, by the background)")
     p.add_argument("--json", action="store_true", help="print the predictions as JSON")
+    add_tta(p, "predicts from each image and its mirror image")
     add_threads(p)
     add_device(p)
     add_import(p)
@@ -74,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
             if not path.exists():
                 raise DataError(f"{path}: no such image file")
             with thread_limit(args.threads):
-                (pred,) = saved.predict_files([path], args.top_k, args.fit, args.invert)
+                (pred,) = saved.predict_files([path], args.top_k, args.fit, args.invert,
+                                               args.tta)
         except DataError as exc:
             say(f"convscope predict: error: {exc}")
             failed += 1

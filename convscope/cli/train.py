@@ -25,6 +25,7 @@ from ..train import TrainConfig, Trainer, TrainingDiverged
 from ._common import (TRAIN_THREADS_HELP, CommandError, Formatter, add_import,
                       add_threads, idle_cores, say, thread_limit)
 from ._inputs import check_trainable, load_data
+from ._tta import add_tta
 from ._device import add_device  # --device cuda
 from ._live import Live, add_serve, serve_args  # --serve: the live view
 from ._outputs import claim_run_folder, interrupted_line, new_run_check
@@ -34,7 +35,7 @@ __all__ = ["add_parser", "run", "parse_augment", "atomic_write_settings", "TRAIN
            "DEFAULT_LR", "AUTO_AUGMENT"]
 
 
-_RESUMABLE = {"epochs", "threads", "sync_bn"}  # settings that may change on --resume
+_RESUMABLE = {"epochs", "threads", "sync_bn", "tta"}  # settings that may change on --resume
 _LAUNCHED = "CONVSCOPE_LAUNCHED"  # set by --workers for its workers: config.json is brand new
 
 
@@ -73,6 +74,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="training augmentation: auto, none, crop, crop=N (random shifts of up to N "
                    "pixels), flip, or crop=N+flip (default: auto: "
                    + ", ".join(f"{k} {v}" for k, v in AUTO_AUGMENT.items()) + ", else none)")
+    add_tta(g, "also evaluates the final model on each test image and its mirror image and "
+            "reports both accuracies (validation, and so the best epoch, stays one view)", None)
     g.add_argument("--input-size", metavar="HxW",
                    help="an image folder's images are resized to H x W (default: their own size, "
                    "scaled to 64 on the longer side when larger, or 32x32 when sizes differ)")
@@ -320,8 +323,10 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     if result.status == "interrupted":
         say(interrupted_line(trainer, run_dir))  # "checkpoint saved" only when one was
         return 130
+    tta = s["tta"] if len(y_test) else "none"
     with thread_limit(threads):
         test = trainer.evaluate(x_test, y_test)  # each worker its own shard
+        test_tta = trainer.evaluate(x_test, y_test, tta) if tta != "none" else None
     if not comm.is_root:
         return 0
     results = {"test_accuracy": test.accuracy, "test_loss": test.loss, "test_correct": test.correct,
@@ -329,6 +334,9 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
                "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
                "seed": config.seed,
                "seconds": round(time.perf_counter() - t_start, 2)}
+    if test_tta is not None:
+        results.update(tta=tta, test_accuracy_tta=test_tta.accuracy, test_loss_tta=test_tta.loss,
+                       test_correct_tta=test_tta.correct)
     if not test.total:  # no "0.00% (0/0)": say there was nothing to test on
         results.update(test_accuracy=None, test_loss=None)
     model_path = save_model(run_dir / "model.safetensors", model.to("cpu"), ds.classes,
@@ -341,6 +349,9 @@ def _train(args: argparse.Namespace, held: contextlib.ExitStack) -> int:
     print(f"test accuracy: {100 * test.accuracy:.2f}% ({test.correct:,}/{test.total:,} {ds.name} "
           f"test images{kept}){note}" if test.total else f"test accuracy: none: the test split of "
           f"{ds.name} has no images (a class with a single image goes to training){note}")
+    if test_tta is not None:
+        print(f"test accuracy with test-time augmentation {tta}: {100 * test_tta.accuracy:.2f}% "
+              f"({test_tta.correct:,}/{test_tta.total:,}; each image and its mirror image)")
     print(f"model: {model_path}")
     print(f"metrics: {run_dir / 'metrics.jsonl'}")
     print(f"checkpoint: {run_dir / 'checkpoint.safetensors'}")

@@ -12,7 +12,8 @@ Example::
 
 from __future__ import annotations
 
-from .batches import Augment, BatchLoader, Normalizer, horizontal_flip, random_crop, to_float
+from .batches import (TTA, Augment, BatchLoader, Normalizer, horizontal_flip, random_crop, to_float,
+                      tta_views)
 from .dataset import Dataset, list_datasets, load_dataset, stratified_split
 from .formats import (CIFAR10_CLASSES, DataError, RestrictedUnpickler, read_cifar_archive,
                       read_cifar_binary, read_cifar_python, read_idx, restricted_loads)
@@ -20,7 +21,8 @@ from .images import IMAGE_EXTENSIONS, load_image, load_image_folder
 from .sources import cache_dir, download_file, find_files, search_dirs, sha256_file
 
 __all__ = [
-    "Augment", "BatchLoader", "Normalizer", "horizontal_flip", "random_crop", "to_float",
+    "Augment", "BatchLoader", "Normalizer", "horizontal_flip", "random_crop", "to_float", "TTA",
+    "tta_views",
     "Dataset", "list_datasets", "load_dataset", "stratified_split",
     "CIFAR10_CLASSES", "DataError", "RestrictedUnpickler", "read_cifar_archive",
     "read_cifar_binary", "read_cifar_python", "read_idx", "restricted_loads",

@@ -14,7 +14,8 @@ import numpy as np
 
 from .formats import DataError
 
-__all__ = ["Normalizer", "Augment", "BatchLoader", "random_crop", "horizontal_flip", "to_float"]
+__all__ = ["Normalizer", "Augment", "BatchLoader", "random_crop", "horizontal_flip", "to_float",
+           "TTA", "tta_views"]
 
 
 def _check_images(x: np.ndarray, what: str = "images") -> None:
@@ -124,6 +125,21 @@ def horizontal_flip(x: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> 
     flip = rng.random(len(x)) < p
     out[flip] = x[flip][..., ::-1]
     return out
+
+
+#: Test-time augmentation: ``none`` (each image once) or ``flip`` (each image and its mirror
+#: image, the left-right flip that ``Augment(hflip=True)`` trains on).
+TTA = ("none", "flip")
+
+
+def tta_views(x: np.ndarray, tta: str) -> list[np.ndarray]:
+    """The views of a batch (N, C, H, W) whose class probabilities test-time augmentation
+    averages: ``[x]`` for ``none``, ``[x, x mirrored left-right]`` for ``flip``."""
+    if tta == "none":
+        return [x]
+    if tta == "flip":
+        return [x, x[..., ::-1]]
+    raise ValueError(f"tta must be one of {', '.join(TTA)}, got {tta!r}")
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,11 @@ import numpy as np
 
 from .. import limits
 from .._version import __version__
-from ..data.batches import Normalizer
+from ..data.batches import Normalizer, tta_views
 from ..data.images import border_level, estimate_background, load_image_for_model
 from ..errors import ArchitectureError, ModelFileError
 from ..layers.container import Sequential
+from ..ops.loss import softmax
 from .architecture import architecture_of, build_model, unregistered_types
 from .cost import check_cost, cost_of
 from .files import atomic_write
@@ -73,19 +74,20 @@ class SavedModel:
             x = images.astype(np.float32) / 255 if images.dtype == np.uint8 else images
         return x.astype(self.model.dtype, copy=False)  # not layers[0]'s: a Flatten has none
 
-    def predict_proba(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Class probabilities (N, classes) of uint8 images (N, C, H, W): softmax of the scores."""
+    def predict_proba(self, images: np.ndarray, batch_size: int = 256,
+                      tta: str = "none") -> np.ndarray:
+        """Class probabilities (N, classes) of uint8 images (N, C, H, W): softmax of the
+        scores; with ``tta="flip"`` the mean of the image's and its mirror image's."""
         shape = tuple(images.shape[1:])
         if images.ndim != 4 or shape != self.input_shape:
             raise ValueError(f"the model takes images of shape (N, "
                              f"{', '.join(map(str, self.input_shape))}), got {tuple(images.shape)}")
+        views = tta_views(images, tta)
         # as many images at a time as keep the activations under max_activation_bytes
         per_image = cost_of(self.model, self.input_shape).activation_bytes
         batch_size = max(1, min(batch_size, limits.limit("max_activation_bytes") // per_image))
-        scores = self.model.predict(self.preprocess(images), batch_size).astype(np.float64)
-        scores -= scores.max(axis=1, keepdims=True)
-        e = np.exp(scores)
-        return e / e.sum(axis=1, keepdims=True)
+        return sum(softmax(self.model.predict(self.preprocess(v), batch_size).astype(np.float64))
+                   for v in views) / len(views)
 
     def load_images(self, paths: Sequence[str | os.PathLike[str]], fit: str = "stretch",
                     invert: str = "auto") -> tuple[np.ndarray, list[bool]]:
@@ -108,12 +110,14 @@ class SavedModel:
         return np.stack(out) if out else np.zeros((0, *self.input_shape), np.uint8), flipped
 
     def predict_files(self, paths: Sequence[str | os.PathLike[str]], top_k: int = 3,
-                      fit: str = "stretch", invert: str = "auto") -> list[Prediction]:
-        """Top-``top_k`` labels with probabilities for each image file."""
+                      fit: str = "stretch", invert: str = "auto",
+                      tta: str = "none") -> list[Prediction]:
+        """Top-``top_k`` labels with probabilities for each image file (``tta``: as in
+        :meth:`predict_proba`)."""
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         x, flipped = self.load_images(paths, fit, invert)
-        probs = self.predict_proba(x)
+        probs = self.predict_proba(x, tta=tta)
         k = min(top_k, len(self.classes))
         preds = []
         for p, row, flip in zip(paths, probs, flipped):

@@ -16,6 +16,13 @@ def log_softmax(z: Array) -> Array:
     return shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
 
 
+def softmax(z: Array) -> Array:
+    """softmax over axis 1: exp(z − max) / Σ exp(z − max), each row summing to 1."""
+    xp = xp_of(z)
+    e = xp.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def cross_entropy(logits: Array, labels: Array, label_smoothing: float = 0.0) -> tuple[Array, Array]:
     """Mean softmax cross-entropy on integer labels, and its gradient wrt the logits.
 

@@ -8,9 +8,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..data import Normalizer
-from ..data.batches import to_float
+from ..data.batches import to_float, tta_views
 from ..layers.container import Sequential
 from ..losses import CrossEntropyLoss
+from ..ops.loss import softmax
 from ..runtime import no_grad, to_device, to_host
 
 __all__ = ["Evaluation", "evaluate", "model_dtype", "prepare", "check_images"]
@@ -52,13 +53,19 @@ def prepare(x: np.ndarray, normalizer: Normalizer | None, dtype: np.dtype) -> np
 
 def evaluate(model: Sequential, x: np.ndarray, y: np.ndarray, *,
              normalizer: Normalizer | None = None, num_classes: int | None = None,
-             batch_size: int = 500) -> Evaluation:
+             batch_size: int = 500, tta: str = "none") -> Evaluation:
     """Mean cross-entropy, accuracy and confusion matrix of ``model`` on images ``x``
     (N, C, H, W; uint8 or float) with labels ``y`` (N,), in evaluation mode.  A model on a
-    device gets each batch copied there and sends back its predicted classes."""
+    device gets each batch copied there and sends back its predicted classes.
+
+    ``tta="flip"``: each image's class probabilities are the mean of the softmax of its own
+    scores and its mirror image's, p̄ = (softmax(f(x)) + softmax(f(flip x))) / 2; the class
+    is argmax p̄ and the loss −log p̄[label].
+    """
     y = np.asarray(y, dtype=np.int64)
     if len(x) != len(y):
         raise ValueError(f"evaluate: {len(x)} images but {len(y)} labels")
+    tta_views(x[:0], tta)  # a bad tta fails before any work
     k = num_classes or int(model.output_shape(tuple(x.shape[1:]))[0])
     dtype, device = model_dtype(model), getattr(model, "device", "cpu")
     confusion = np.zeros((k, k), dtype=np.int64)
@@ -69,11 +76,21 @@ def evaluate(model: Sequential, x: np.ndarray, y: np.ndarray, *,
     try:
         with no_grad():
             for i in range(0, len(x), batch_size):
-                scores = model.forward(to_device(prepare(x[i:i + batch_size], normalizer, dtype),
-                                                 device))
-                yb = y[i:i + batch_size]
-                loss_sum += float(loss_fn.forward(scores, to_device(yb, device))) * len(yb)
-                np.add.at(confusion, (yb, to_host(scores.argmax(axis=1))), 1)
+                xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+                if tta == "none":
+                    scores = model.forward(to_device(prepare(xb, normalizer, dtype), device))
+                    loss_sum += float(loss_fn.forward(scores, to_device(yb, device))) * len(yb)
+                    np.add.at(confusion, (yb, to_host(scores.argmax(axis=1))), 1)
+                    continue
+                views = tta_views(xb, tta)
+                probs = np.zeros((len(yb), k))
+                for view in views:
+                    scores = model.forward(to_device(prepare(view, normalizer, dtype), device))
+                    probs += softmax(to_host(scores).astype(np.float64))
+                probs /= len(views)
+                p_true = probs[np.arange(len(yb)), yb]
+                loss_sum += float(-np.log(np.maximum(p_true, np.finfo(np.float64).tiny)).sum())
+                np.add.at(confusion, (yb, probs.argmax(axis=1)), 1)
     finally:
         model.train(was_training)
     total = int(len(y))

@@ -178,12 +178,12 @@ class Trainer:
                 self.save_checkpoint()
             self.dp.barrier()  # nobody reads a file rank 0 is still writing
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray) -> Evaluation:
-        """:func:`evaluate` with this trainer's normaliser and classes (with several workers:
-        each its own shard of the images, the counts summed: every worker gets the result)."""
+    def evaluate(self, x: np.ndarray, y: np.ndarray, tta: str = "none") -> Evaluation:
+        """:func:`evaluate` (``tta`` too) with this trainer's normaliser and classes (with
+        several workers: each its own shard of the images, the counts summed: all get it)."""
         return evaluate_sharded(evaluate, self.comm, self.model, x, y, normalizer=self.normalizer,
                                 num_classes=self.num_classes,
-                                batch_size=self.config.eval_batch_size)
+                                batch_size=self.config.eval_batch_size, tta=tta)
 
     def restore_best(self) -> bool:
         """Load the best validation weights into the model (if there are any)."""
