@@ -28,6 +28,7 @@ from ..data import Normalizer, to_float
 from ..data.record import find_dataset
 from ..formats.files import atomic_write
 from ..formats.model_file import load_model
+from ..ops.loss import softmax
 from ..train import METRICS, MODEL, evaluate
 from ..train.control import kept_epoch
 from ..words import nbytes_text, volume
@@ -208,8 +209,7 @@ def report_html(model: Sequential, classes: Sequence[str], *,
         x_in = _prepare(model, x_eval[:max(gallery, samples) * 8], normalizer)
         scores = model.predict(x_in)
         pred = scores.argmax(axis=1)
-        e = np.exp(scores - scores.max(axis=1, keepdims=True))
-        probs = (e / e.sum(axis=1, keepdims=True))[np.arange(len(pred)), pred]
+        probs = softmax(scores)[np.arange(len(pred)), pred]
         n = min(gallery, len(pred))
         grid = viz.prediction_grid(x_eval[:n], pred[:n], classes, y_true=y_eval[:n], probs=probs[:n])
         right = int((pred[:n] == y_eval[:n]).sum())

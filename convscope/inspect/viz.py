@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..ops.loss import softmax
 from ..words import volume
 from .canvas import (Canvas, Panel, Picture, Tile, color_index, colorize, colormap_lut, enlarge,
                      fit_tile, num_text, rgb_image)
@@ -170,11 +171,6 @@ def filter_grid(model: Any, layer: int | str | None = None, path: str | os.PathL
 # activation maps: the lecture's car figure
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max())
-    return e / e.sum()
-
-
 def activation_maps(model: Any, x: np.ndarray, path: str | os.PathLike[str] | None = None, *,
                     image: np.ndarray | None = None, classes: Sequence[str] | None = None,
                     label: int | None = None, max_maps: int = 32, max_rows: int = 8,
@@ -308,7 +304,7 @@ def _bars(cv: Canvas, x0: float, top: float, width: float, height: float, scores
     names = list(classes) if classes is not None else [f"class {c}" for c in range(n)]
     if len(names) != n:
         raise ValueError(f"classes has {len(names)} names but the last layer gives {n} scores")
-    probs = _softmax(scores.astype(np.float64))
+    probs = softmax(scores.astype(np.float64).reshape(1, -1))[0]
     order = np.argsort(-scores, kind="stable")[:min(top_k, n)]
     pred = int(order[0])
     ax = cv.axes(x0 + 96, top + 26, width - 110, height - 60)

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ...ops.loss import softmax
 from ...runtime import no_grad
 from ..explain import explain
 from .geometry import conv_of, dependency, dependency_table, window_of
@@ -190,19 +191,13 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float((ra * rb).sum() / den) if den else 0.0
 
 
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    s = np.asarray(scores, np.float64) - np.max(scores)
-    e = np.exp(s)
-    return e / e.sum()
-
-
 def image_record(model: Any, twin: Any, x: np.ndarray, pixels: np.ndarray, name: str,
                  label: int | None = None) -> dict[str, Any]:
     """One probe image for the page: ``x`` the model's float input (C, H, W), ``pixels`` the
     uint8 picture (C, H, W), ``label`` its true class if known; ``twin`` the randomised copy."""
     layers = top_layers(model)
     outs = forward_all(model, x[None])
-    probs = _softmax(outs[-1][0].reshape(-1))
+    probs = softmax(np.asarray(outs[-1][0], np.float64).reshape(1, -1))[0]
     pred = int(np.argmax(probs))
     outputs: list[Any] = []
     for i, out in enumerate(outs):
