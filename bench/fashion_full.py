@@ -99,11 +99,11 @@ def main(argv: list[str] | None = None) -> int:
                                          / max(len(epochs), 1), 1),
               "run_folder": str(out)}
     print(json.dumps(report))
-    views = ("" if report["test_accuracy_tta"] is None else
-             f", {100 * report['test_accuracy_tta']:.2f}% with {report['tta']} test-time "
-             "augmentation")
+    tta_note = ("" if report["test_accuracy_tta"] is None else
+                f", {100 * report['test_accuracy_tta']:.2f}% with {report['tta']} test-time "
+                "augmentation")
     print(f"{chosen['--arch']} on Fashion-MNIST: test accuracy {100 * report['test_accuracy']:.2f}%"
-          f"{views} (target {100 * args.target:.1f}%: {'met' if report['met'] else 'missed'}) "
+          f"{tta_note} (target {100 * args.target:.1f}%: {'met' if report['met'] else 'missed'}) "
           f"in {wall / 60:.1f} min", file=sys.stderr)
     return 0 if report["met"] else 1
 

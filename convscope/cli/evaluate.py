@@ -110,8 +110,8 @@ def run(args: argparse.Namespace) -> int:
         ev = evaluate(saved.model.to(args.device), x, y, normalizer=saved.normalization,
                       num_classes=len(saved.classes), batch_size=args.batch_size, tta=args.tta)
     per_class = ev.per_class_accuracy
-    views = "" if args.tta == "none" else f", test-time augmentation {args.tta}"
-    _confusion_png(args, ev, saved.classes, f"{ds.name} {args.split} split{views}")
+    tta_note = "" if args.tta == "none" else f", test-time augmentation {args.tta}"
+    _confusion_png(args, ev, saved.classes, f"{ds.name} {args.split} split{tta_note}")
     if args.json:
         print(json.dumps({"model": str(args.model), "data": ds.name, "split": args.split,
                           "images": ev.total, "tta": args.tta, "accuracy": ev.accuracy,
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     what = (f"{ds.name}, all {ev.total:,} images" if args.split == "all"
             else f"{ds.name} {args.split} split, {ev.total:,} images")
-    print(f"{what}{views}: accuracy {100 * ev.accuracy:.2f}% "
+    print(f"{what}{tta_note}: accuracy {100 * ev.accuracy:.2f}% "
           f"({ev.correct:,}/{ev.total:,}), loss {ev.loss:.4f}")
     print("\nper-class accuracy:")
     counts = ev.confusion.sum(axis=1)

@@ -7,8 +7,8 @@ four element-wise passes.  Each pass over a ResNet's 128×16×28×28 activations
 6 MiB.  Here the forward is one sweep for the statistics (shifted sums in float64: with the
 shift one of the channel's own values, Σ(x - s)² - (Σ(x - s))²/M does not cancel as E[x²] -
 mean² would) and one that writes x̂ and y; the backward one sweep for both sums and one that
-writes dx.  The bench's 64×32×32×32 forward + backward: NumPy 19-21 ms; three sweeps forward
-9.7-13.9 ms; two 7.1-9.4 ms (PyTorch 7-11 ms in the same runs).
+writes dx.  The bench's 64×32×32×32 forward + backward: NumPy 15-21 ms; three sweeps forward
+9.7-13.9 ms; two 7.1-9.4 ms (PyTorch 4-11 ms across these runs: compare within one run).
 
 Tried and dropped: im2col as a kernel (2x slower than NumPy's strided copy, which runs near the
 memory's speed); the kernels over both cores, numba's own threads (against OpenBLAS's) or a

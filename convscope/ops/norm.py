@@ -96,7 +96,7 @@ def batchnorm_train_forward(x: Array, gamma: Array | None, beta: Array | None, e
                             ) -> tuple[Array, tuple, Array, Array]:
     """Batch statistics and the normalisation in one go: (y, cache, mean, var), the same
     numbers as :func:`batchnorm_stats` then :func:`batchnorm_forward`, with x - mean computed
-    once and turned into x̂ in place (four sweeps over x where those two took eight; three with
+    once and turned into x̂ in place (four sweeps over x where those two took eight; two with
     the compiled kernel, its sums in float64)."""
     if jit.kernels() is not None and _kernel_views(x) is not None:
         xhat = like(x)
