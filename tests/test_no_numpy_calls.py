@@ -41,6 +41,8 @@ NUMPY_MODULES = {
                              "oracle the fast path is tested against, never run on a device",
     "ops/jit.py": "CPU kernels compiled by numba, reached only for NumPy arrays (through "
                   "norm._channel_views, which checks type(a) is np.ndarray)",
+    "ops/jit_pool.py": "CPU kernels compiled by numba, reached only for NumPy arrays (through "
+                       "_memory_view, which checks type(a) is np.ndarray)",
 }
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import textwrap
 import sys
 import time
 from pathlib import Path
@@ -374,3 +375,37 @@ def test_double_ctrl_c_never_claims_a_checkpoint_that_was_not_written(tmp_path: 
         assert f"checkpoint saved {at}" in err
     else:
         assert "interrupted" in err
+
+
+def test_ctrl_c_during_matplotlibs_import_leaves_the_next_picture_working() -> None:
+    """A second Ctrl-C that lands while the epoch's report imports matplotlib: the report the
+    interrupted run writes next imports it again, which half-loaded modules would break."""
+    code = textwrap.dedent("""
+        import sys
+        from convscope.inspect import canvas
+
+        def tracer(frame, event, arg):  # Ctrl-C inside matplotlib/collections.py, once its
+            if (event == "call" and frame.f_code.co_name == "<module>"  # classes exist
+                    and frame.f_code.co_filename.endswith("collections.py")
+                    and "matplotlib" in frame.f_code.co_filename):
+                return line
+            return None
+
+        def line(frame, event, arg):
+            if event == "line" and "PolyCollection" in frame.f_globals:
+                sys.settrace(None)
+                raise KeyboardInterrupt
+            return line
+
+        sys.settrace(tracer)
+        try:
+            canvas.require()
+        except KeyboardInterrupt:
+            print("interrupted")
+        figure, agg = canvas.require()
+        print(figure.__name__, agg.__name__)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["interrupted", "Figure", "FigureCanvasAgg"]

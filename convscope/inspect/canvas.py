@@ -15,6 +15,7 @@ import functools
 import io
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,10 @@ def require() -> Any:
         from matplotlib.figure import Figure  # noqa: PLC0415
     except ImportError as exc:
         raise ImportError(f"{MISSING} ({exc.name} is not installed)") from None
+    except BaseException:  # Ctrl-C mid-import: matplotlib's modules that did load stay in
+        for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+            del sys.modules[name]  # sys.modules half set up; the next import would fail on them
+        raise
     return Figure, FigureCanvasAgg
 
 

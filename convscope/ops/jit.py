@@ -1,5 +1,6 @@
 """Compiled kernels (numba, optional): batch normalisation in two sweeps each way where NumPy
-makes six.
+makes six; the machinery every kernel module shares (:func:`enable`, :func:`kernels`,
+:func:`register`; the 2x2 max pool's kernels are in :mod:`.jit_pool`).
 
 NumPy runs one operation per pass over memory: batch norm's training forward is a sum, x - mean,
 a dot product, a multiply for x̂, a multiply and an add for y; its backward two reductions and
@@ -38,6 +39,8 @@ import numpy as np
 
 Array = Any
 _state: dict[str, Any] = {"on": False, "kernels": None}
+_registry: dict[str, Any] = {}  # name -> the Python function that numba compiles
+_helpers: list[Any] = []  # functions the kernels call (see register)
 
 
 def available() -> bool:
@@ -63,15 +66,32 @@ def turned_on(on: bool = True) -> Iterator[bool]:
         _state["on"] = before
 
 
+def register(*fns: Any, helpers: tuple = ()) -> None:
+    """Add kernels (plain Python functions) to those :func:`kernels` compiles, by name: each
+    module of kernels registers its own (:mod:`.jit_pool`).  ``helpers``: functions that the
+    kernels call; numba looks a kernel's globals up when it compiles it, so each helper is
+    compiled too and bound in its module in place of its Python source (which it computes the
+    same as)."""
+    _registry.update({f.__name__: f for f in fns})
+    _helpers.extend(helpers)
+
+
 def kernels() -> SimpleNamespace | None:
-    """The compiled kernels when turned on (compiling them on the first call), else None."""
+    """The compiled kernels when turned on (compiling those not yet compiled on the call), else
+    None."""
     if not _state["on"]:
         return None
-    if _state["kernels"] is None:
+    done = _state["kernels"]
+    if done is None or len(vars(done)) < len(_registry):
         import numba
 
         jit = numba.njit(cache=True, nogil=True)
-        _state["kernels"] = SimpleNamespace(**{f.__name__: jit(f) for f in KERNELS})
+        for f in _helpers:
+            if f.__globals__.get(f.__name__) is f:
+                f.__globals__[f.__name__] = jit(f)
+        have = {} if done is None else vars(done)
+        _state["kernels"] = SimpleNamespace(**{name: have.get(name) or jit(f)
+                                               for name, f in _registry.items()})
     return _state["kernels"]
 
 
@@ -232,3 +252,4 @@ def bn_backward(kind: str, dy: Array, xhat: Array, dx: Array, scale: Array, batc
 
 KERNELS = (col_shifted_sums_mc, normalise_mc, bn_forward_nci, col_grad_sums_mc,
            input_grad_mc, bn_backward_nci)
+register(*KERNELS)

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..runtime import xp_of
 from ..shapes import Pads, Pair
+from . import jit_pool
 from .layout import empty, in_layout, is_channels_last
 from .padding import pad_keep_layout
 from .windows import tap_views
@@ -87,13 +88,17 @@ def maxpool2d_forward(x: Array, kernel: Pair, stride: Pair, pads: Pads, dilation
 
     x (N, C, H, W) -> y (N, C, OH, OW) in x's memory layout: a running np.maximum over the kH·kW
     strided views (no stacked copy).  With ``keep``, the cache holds one boolean mask per tap
-    marking each window's first maximum (1 byte per output per tap).
+    marking each window's first maximum (1 byte per output per tap).  With the compiled kernels
+    turned on (:mod:`.jit_pool`): one sweep, and the cache holds the winning tap's index.
     """
     xp = xp_of(x)
+    y = empty(x.shape[:2] + tuple(out_hw), xp, x.dtype, is_channels_last(x))
+    compiled = jit_pool.maxpool_forward(x, kernel, stride, pads, dilation, y)
+    if compiled is not None:
+        return y, (("compiled", compiled) if keep else None)
     full = _pool_pads(x.shape[2:], kernel, stride, pads, dilation, out_hw)
     src = pad_keep_layout(x, full, -xp.inf)
     taps = tap_views(src, kernel, stride, dilation, out_hw)
-    y = empty(x.shape[:2] + tuple(out_hw), xp, x.dtype, is_channels_last(x))
     if len(taps) == 1:
         y[...] = taps[0]
     else:
@@ -110,6 +115,8 @@ def maxpool2d_backward(dy: Array, cache: tuple) -> Array:
     """The gradient flows to the one input that won each window: dx = sum over taps of
     mask_t · dy, placed at tap t's positions."""
     xp = xp_of(dy)
+    if isinstance(cache[0], str):  # ("compiled", the kernel's cache)
+        return jit_pool.maxpool_backward(dy, cache[1])
     masks, channels_last, padded_shape, full, kernel, stride, dilation, out_hw = cache
     dy = in_layout(dy, channels_last)  # one copy beats kH·kW multiplies across layouts
     parts = [lambda out, m=m: xp.multiply(dy, m, out=out) for m in masks]
