@@ -43,6 +43,8 @@ NUMPY_MODULES = {
                   "norm._channel_views, which checks type(a) is np.ndarray)",
     "ops/jit_pool.py": "CPU kernels compiled by numba, reached only for NumPy arrays (through "
                        "_memory_view, which checks type(a) is np.ndarray)",
+    "ops/jit_conv.py": "CPU kernels compiled by numba, reached only for NumPy arrays (each "
+                       "wrapper checks type(a) is np.ndarray first)",
 }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from .. import workspace
 from ..runtime import xp_of
 from ..shapes import Pair
+from . import jit_conv
 
 Array = Any
 
@@ -41,8 +42,9 @@ def input_grad_chunk(dyt: Array, wm: Array, p: Any, target: Array, offset: Pair)
     :class:`convscope.ops.conv.Plan`.
 
     dcols = dY W in one GEMM per group, then col2im: kH·kW strided slice-adds (never
-    np.add.at), into the columns buffer.  (Computing dcols tap by tap, kH·kW GEMMs, made the
-    adds faster on an idle machine but each GEMM a point where the two BLAS threads wait for
+    np.add.at), or one compiled loop (:mod:`.jit_conv`: channels-last columns, and channels-first
+    ones at stride 1) where the kernels are on.  (Computing dcols tap by tap, kH·kW GEMMs, made
+    the adds faster on an idle machine but each GEMM a point where the two BLAS threads wait for
     each other: on a machine shared with other work that cost 10x.)
     """
     xp = xp_of(dyt)
@@ -58,6 +60,8 @@ def input_grad_chunk(dyt: Array, wm: Array, p: Any, target: Array, offset: Pair)
         for gi in range(g):
             xp.matmul(wm[gi, :, :p.depth].T, dyt[gi * kg:(gi + 1) * kg], out=dcols[gi])
         d6 = dcols.reshape(p.c, p.kh, p.kw, nc, oh, ow)
+        if jit_conv.col2im_first(d6, p, target, offset):
+            return
         dst = target.transpose(1, 0, 2, 3)  # (C, nc, T_h, T_w)
         for i, r in enumerate(rows):
             for j, c in enumerate(cols):
@@ -69,6 +73,8 @@ def input_grad_chunk(dyt: Array, wm: Array, p: Any, target: Array, offset: Pair)
     dst = target.transpose(0, 2, 3, 1)  # (nc, T_h, T_w, C)
     for gi in range(g):
         xp.matmul(dyt[gi * kg:(gi + 1) * kg].T, wm[gi, :, :p.depth], out=dcols)
+        if jit_conv.col2im(d6, rows, cols, p.stride, dst, gi * cg):
+            continue
         chans = slice(gi * cg, (gi + 1) * cg)
         for i, r in enumerate(rows):
             for j, c in enumerate(cols):

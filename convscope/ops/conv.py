@@ -21,7 +21,9 @@ How it is laid out, each choice measured on a 2-core AVX-512 machine with OpenBL
 * Inputs with few channels stored channels-first (an image batch, C = 1 or 3) use channels-first
   columns ``colsᵀ`` (C·kH·kW, M): their copies run along image rows instead of 3-float channels.
   At stride 1 with fewer than 16 filters these columns are row-flat (:mod:`.conv_rows`): whole
-  OH·Wp runs over the width-padded grid, and col2im is kH·kW adds of such runs.
+  OH·Wp runs over the width-padded grid, and col2im is kH·kW adds of such runs.  With the
+  compiled kernels on, stride-1 columns and their col2im are compiled loops instead
+  (:mod:`.jit_conv`), faster than either NumPy layout.
 * ``cols`` is not kept for the backward pass (it is often the largest array of a step); backward
   rebuilds it from the input, chunk by chunk.  The layer keeps a reference to its input, as
   PyTorch does, so an input changed in place before backward changes the weight gradient.
@@ -48,6 +50,7 @@ from typing import Any
 from .. import workspace
 from ..runtime import xp_of
 from ..shapes import Pads, Pair
+from . import jit, jit_conv
 from .col2im import input_grad_chunk
 from .conv_rows import backward_rows, forward_rows
 from .conv_rows import strided as _strided, zero_border as _zero_border
@@ -58,9 +61,12 @@ Array = Any
 SMALL_C = 6  # channels-first columns for channels-first inputs with at most this many channels
 WIDE_K = 16  # channels-last output from this many filters on (fewer: channels-first output)
 # Row-flat columns (ops/conv_rows.py) for channels-first columns at stride 1 with channels-first
-# output (fewer than WIDE_K filters): 5x5 filters on 3 or 6 channels ran 1.2-1.3x faster
-# forward+backward; with a channels-last output the extra copies lost (1.2x slower).  False:
-# im2col everywhere (the tests run both).
+# output (fewer than WIDE_K filters), unless the compiled kernels are on: by NumPy's copies 5x5
+# filters on 3 or 6 channels ran 1.2-1.3x faster forward+backward (with a channels-last output
+# the extra copies lost, 1.2x slower), but plain columns by the compiled copies (ops/jit_conv.py)
+# beat both (3 -> 6 at 32x32, batch 64, forward+backward: rows 11.6 ms, 10.4 with the kernels;
+# columns 13.2 by NumPy's copies, 7.8 by the kernels).  False: im2col everywhere (the tests
+# run both).
 ROWS = True
 # The input gradient at stride 1 as a convolution of dY with the flipped filters
 # (_input_grad_transposed) where the layer has no more filters than input channels (K <= C)
@@ -120,7 +126,7 @@ def make_plan(x: Array, w: Array, bias: bool, stride: Pair, pads: Pads, dilation
     return _plan(tuple(x.shape), tuple(w.shape), bool(bias), tuple(stride), pads,
                  tuple(dilation), groups, tuple(out_hw), mode, channels_first,
                  ROWS and channels_first and tuple(stride) == (1, 1)
-                 and w.shape[0] < WIDE_K)
+                 and w.shape[0] < WIDE_K and jit.kernels() is None)
 
 
 @functools.lru_cache(maxsize=256)
@@ -200,6 +206,20 @@ def _columns(src: Array, p: Plan) -> Array:
     return buf
 
 
+def _chunk_columns(x: Array, full: Array | None, n0: int, n1: int, p: Plan) -> Array:
+    """The columns of images n0:n1 in the reused buffer: :func:`_columns` of the padded chunk,
+    or channels-first at stride 1 the compiled copy where the kernels are on (:mod:`.jit_conv`)."""
+    src = _chunk_source(x, full, n0, n1, p)
+    if p.channels_first:
+        buf = workspace.buffer("cols", (p.width, src.shape[0] * p.out_hw[0] * p.out_hw[1]),
+                               x.dtype, xp_of(x))
+        if jit_conv.columns(src, p, buf):
+            if p.bias_col:
+                buf[-1] = 1
+            return buf
+    return _columns(src, p)
+
+
 def _group(buf: Array, p: Plan, gi: int, with_bias: bool) -> Array:
     """Group gi's (M, depth) matrix of a columns buffer, with the ones column if asked."""
     lo, hi = gi * p.depth, (gi + 1) * p.depth + (with_bias and p.bias_col)
@@ -250,7 +270,7 @@ def conv2d_forward(x: Array, w: Array, b: Array | None, stride: Pair, pads: Pads
     else:
         for n0 in starts:
             n1 = min(p.n, n0 + nc)
-            buf = _columns(_chunk_source(x, full, n0, n1, p), p)
+            buf = _chunk_columns(x, full, n0, n1, p)
             if not p.out_channels_last:  # (K, m) from one GEMM, then one copy into (n, K, OH·OW)
                 yt = workspace.buffer("yt", (p.k, (n1 - n0) * npos), x.dtype, xp)
             for gi in range(g):
@@ -344,7 +364,7 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
         dwm, dwg = xp.zeros_like(wm), xp.empty_like(wm[0])
         for n0 in starts:
             n1 = min(p.n, n0 + nc)
-            buf = _columns(_chunk_source(x, full, n0, n1, p), p)
+            buf = _chunk_columns(x, full, n0, n1, p)
             cols_t = dyt[:, n0 * npos:n1 * npos]
             for gi in range(g):
                 xp.matmul(cols_t[gi * kg:(gi + 1) * kg], _group(buf, p, gi, True), out=dwg)
