@@ -90,6 +90,41 @@ def test_the_transposed_input_gradient_is_taken_where_it_applies(path: Any, c: i
         np.testing.assert_allclose(dxs[1], dxs[0], rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("c, k, layout, mode, fused", [
+    (16, 16, "channels_last", "zeros", True), (16, 32, "channels_last", "reflect", True),
+    (8, 8, "nchw", "zeros", True), (8, 4, "nchw", "zeros", False)])
+def test_the_weight_gradient_comes_from_dys_columns_where_it_can(path: Any, c: int, k: int,
+                                                                 layout: str, mode: str,
+                                                                 fused: bool) -> None:
+    """With dx by the transposed path, dW is one GEMM per chunk on dY's columns (no im2col of
+    x: the columns helper is never called on x); where dY's own convolution takes the row-flat
+    path (4 channels-first filters), which hands out no columns, the usual dW loop runs.  Both
+    equal PyTorch in float64 (the biases too)."""
+    torch = pytest.importorskip("torch")
+    from test_speed_paths import arrange as lay
+
+    path(True)
+    rng = np.random.default_rng(1)
+    x = lay(rng.standard_normal((5, c, 7, 6)), layout)
+    w, b = rng.standard_normal((k, c, 3, 3)), rng.standard_normal(k)
+    dy = rng.standard_normal((5, k, 7, 6))
+    _, cache = conv_ops.conv2d_forward(x, w, b, (1, 1), ((1, 1), (1, 1)), (1, 1), 1, (7, 6), mode)
+    seen: list[bool] = []
+    real = conv_ops.chunk_columns
+    conv_ops.chunk_columns = lambda *a: seen.append(a[0] is x) or real(*a)
+    try:
+        dx, dw, db = conv_ops.conv2d_backward(dy, w, cache, True)
+    finally:
+        conv_ops.chunk_columns = real
+    assert any(seen) != fused  # x's columns rebuilt only without the fused GEMM
+    tx, tw, tb = (torch.tensor(np.array(a), requires_grad=True) for a in (x, w, b))
+    pad = {"zeros": "constant"}.get(mode, mode)
+    ty = torch.nn.functional.conv2d(torch.nn.functional.pad(tx, (1, 1, 1, 1), mode=pad), tw, tb)
+    ty.backward(torch.tensor(dy))
+    for ours, ref in ((dx, tx), (dw, tw), (db, tb)):
+        np.testing.assert_allclose(ours, ref.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
 # ---------------------------------------------------------------------------------------------
 # per-channel arithmetic
 

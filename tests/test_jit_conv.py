@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from convscope.ops import col2im, conv as conv_ops, jit, jit_conv
+from convscope.ops import col2im, columns, conv as conv_ops, jit, jit_conv
 
 pytest.importorskip("torch")
 from test_speed_paths import conv_cases, run_conv  # noqa: E402
@@ -66,8 +66,8 @@ def test_the_columns_kernels_python_source_equals_the_numpy_copy(pads):
     out_hw = conv_output_shape((7, 6), (3, 2), (1, 1), pads)
     p = conv_ops._plan(x.shape, w.shape, True, (1, 1), pads, (1, 1), 1, out_hw, "zeros",
                        True, False)
-    src = conv_ops._chunk_source(x, None, 0, 2, p)  # padded
-    ref = np.array(conv_ops._columns(src, p))
+    src = columns.chunk_source(x, None, 0, 2, p)  # padded
+    ref = np.array(columns.columns(src, p))
     got = np.full(ref.shape, np.nan)
     jit_conv.columns_channels_first(src, 3, 2, *out_hw, got)
     got[-1] = 1  # the ones row of the bias, which the caller writes

@@ -44,18 +44,19 @@ the reference this path is tested against: :mod:`convscope.ops.conv_reference`.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .. import workspace
 from ..runtime import xp_of
 from ..shapes import Pads, Pair
-from . import jit, jit_conv
+from . import jit
 from .col2im import input_grad_chunk
+from .columns import chunk_columns, columns_view, padded_source, weight_matrix
 from .conv_rows import backward_rows, forward_rows
-from .conv_rows import strided as _strided, zero_border as _zero_border
 from .layout import channels_innermost
-from .padding import PADDING_MODES, pad2d, unpad2d  # PADDING_MODES: the modes `mode` takes
+from .padding import PADDING_MODES, unpad2d  # PADDING_MODES: the modes `mode` takes
 
 Array = Any
 SMALL_C = 6  # channels-first columns for channels-first inputs with at most this many channels
@@ -139,124 +140,28 @@ def _plan(x_shape: tuple, w_shape: tuple, bias: bool, stride: Pair, pads: Pads, 
 
 
 # ---------------------------------------------------------------------------------------------
-# columns
-
-
-def _padded_source(x: Array, p: Plan) -> Array | None:
-    """The whole padded input for the non-zero padding modes, else None (zero padding is written
-    chunk by chunk into a reused buffer)."""
-    if p.mode == "zeros" or p.pads == ((0, 0), (0, 0)):
-        return None
-    return pad2d(x, p.pads, p.mode)
-
-
-def _chunk_source(x: Array, full: Array | None, n0: int, n1: int, p: Plan) -> Array:
-    """Images n0:n1 of the padded input, (n, C, Hp, Wp) channels-first or (n, Hp, Wp, C)."""
-    if full is not None:
-        src = full[n0:n1]
-        return src if p.channels_first else src.transpose(0, 2, 3, 1)
-    xc = x[n0:n1]
-    if p.pads == ((0, 0), (0, 0)):
-        return xc if p.channels_first else xc.transpose(0, 2, 3, 1)
-    xp = xp_of(x)
-    (t, b), (l, r) = p.pads
-    hp, wp = p.padded_hw
-    if p.channels_first:
-        buf = workspace.buffer("xpad", (n1 - n0, p.c, hp, wp), x.dtype, xp)
-        _zero_border(buf, 2, t, b, l, r)
-        buf[:, :, t:t + p.h, l:l + p.w] = xc
-    else:
-        buf = workspace.buffer("xpad", (n1 - n0, hp, wp, p.c), x.dtype, xp)
-        _zero_border(buf, 1, t, b, l, r)
-        buf[:, t:t + p.h, l:l + p.w, :] = xc.transpose(0, 2, 3, 1)
-    return buf
-
-
-def _columns(src: Array, p: Plan) -> Array:
-    """Copy the windows of ``src`` into the reused columns buffer and return the buffer.
-
-    channels-last: (n·OH·OW, width), each row (G, kH, kW, C/G) then the 1 of the bias column;
-    channels-first: (width, n·OH·OW), rows (G, C/G, kH, kW) then a row of ones.
-    """
-    xp = xp_of(src)
-    oh, ow = p.out_hw
-    (sh, sw), (dh, dw) = p.stride, p.dilation
-    nc, m = src.shape[0], src.shape[0] * oh * ow
-    if p.channels_first:
-        s_n, s_c, s_h, s_w = src.strides
-        view = _strided(src, (p.c, p.kh, p.kw, nc, oh, ow),
-                        (s_c, dh * s_h, dw * s_w, s_n, sh * s_h, sw * s_w))
-        buf = workspace.buffer("cols", (p.width, m), src.dtype, xp)
-        buf[:p.width - p.bias_col].reshape(view.shape)[...] = view
-        if p.bias_col:
-            buf[-1] = 1
-        return buf
-    g, cg = p.groups, p.c // p.groups
-    s_n, s_h, s_w, s_c = src.strides
-    view = _strided(src, (nc, oh, ow, g, p.kh, p.kw, cg),
-                    (s_n, sh * s_h, sw * s_w, cg * s_c, dh * s_h, dw * s_w, s_c))
-    buf = workspace.buffer("cols", (m, p.width), src.dtype, xp)
-    e = buf.itemsize
-    d = p.width
-    target = _strided(buf, view.shape, (oh * ow * d * e, ow * d * e, d * e, p.depth * e,
-                                        p.kw * cg * e, cg * e, e))
-    target[...] = view
-    if p.bias_col:
-        buf[:, -1] = 1
-    return buf
-
-
-def _chunk_columns(x: Array, full: Array | None, n0: int, n1: int, p: Plan) -> Array:
-    """The columns of images n0:n1 in the reused buffer: :func:`_columns` of the padded chunk,
-    or channels-first at stride 1 the compiled copy where the kernels are on (:mod:`.jit_conv`)."""
-    src = _chunk_source(x, full, n0, n1, p)
-    if p.channels_first:
-        buf = workspace.buffer("cols", (p.width, src.shape[0] * p.out_hw[0] * p.out_hw[1]),
-                               x.dtype, xp_of(x))
-        if jit_conv.columns(src, p, buf):
-            if p.bias_col:
-                buf[-1] = 1
-            return buf
-    return _columns(src, p)
-
-
-def _group(buf: Array, p: Plan, gi: int, with_bias: bool) -> Array:
-    """Group gi's (M, depth) matrix of a columns buffer, with the ones column if asked."""
-    lo, hi = gi * p.depth, (gi + 1) * p.depth + (with_bias and p.bias_col)
-    return buf[lo:hi].T if p.channels_first else buf[:, lo:hi]
-
-
-def _weight_matrix(w: Array, b: Array | None, p: Plan) -> Array:
-    """Filters as (G, K/G, depth [+ 1]), depth ordered as the columns, the bias last."""
-    xp = xp_of(w)
-    g = p.groups
-    wm = w if p.channels_first else w.transpose(0, 2, 3, 1)
-    wm = xp.ascontiguousarray(wm).reshape(g, p.k // g, p.depth)
-    if p.bias_col:
-        wm = xp.concatenate([wm, b.reshape(1, p.k, 1).astype(w.dtype, copy=False)], axis=2)
-    return wm
-
-
-# ---------------------------------------------------------------------------------------------
 # forward
 
 
 def conv2d_forward(x: Array, w: Array, b: Array | None, stride: Pair, pads: Pads, dilation: Pair,
-                 groups: int, out_hw: Pair, mode: str = "zeros") -> tuple[Array, tuple]:
+                 groups: int, out_hw: Pair, mode: str = "zeros",
+                 hook: Callable[[Array, Plan, int, int], None] | None = None
+                 ) -> tuple[Array, tuple]:
     """y[n, k] = sum over (c, i, j) of w[k, c, i, j] · xpad[n, c, s·oh + d·i, s·ow + d·j] + b[k].
 
     x (N, C, H, W) in any memory layout, w (K, C/G, kH, kW), b (K,) or None -> y (N, K, OH, OW),
     in channels-last memory from 16 filters on, else channels-first (the pooling after a conv
     with few filters runs faster on it; the GEMM's (K, n·OH·OW) result is copied into place).
-    One GEMM per chunk either way.  The cache holds x itself, not the columns.
+    One GEMM per chunk either way.  The cache holds x itself, not the columns.  ``hook(buf, p,
+    n0, n1)`` is called with each chunk's columns (not on the row-flat path).
     """
     xp = xp_of(x)
     p = make_plan(x, w, b is not None, stride, pads, dilation, groups, out_hw, mode)
     oh, ow = p.out_hw
     npos = oh * ow
     g, kg = p.groups, p.k // p.groups
-    full = _padded_source(x, p)
-    wm = _weight_matrix(w, b, p)
+    full = padded_source(x, p)
+    wm = weight_matrix(w, b, p)
     if p.out_channels_last:
         y = workspace.empty((p.n, oh, ow, p.k), x.dtype, xp)
         y2 = y.reshape(p.n * npos, p.k)
@@ -270,17 +175,19 @@ def conv2d_forward(x: Array, w: Array, b: Array | None, stride: Pair, pads: Pads
     else:
         for n0 in starts:
             n1 = min(p.n, n0 + nc)
-            buf = _chunk_columns(x, full, n0, n1, p)
+            buf = chunk_columns(x, full, n0, n1, p)
             if not p.out_channels_last:  # (K, m) from one GEMM, then one copy into (n, K, OH·OW)
                 yt = workspace.buffer("yt", (p.k, (n1 - n0) * npos), x.dtype, xp)
             for gi in range(g):
-                a = _group(buf, p, gi, True)  # (m, depth [+ 1])
+                a = columns_view(buf, p, gi, True)  # (m, depth [+ 1])
                 if p.out_channels_last:
                     xp.matmul(a, wm[gi].T, out=y2[n0 * npos:n1 * npos, gi * kg:(gi + 1) * kg])
                 else:
                     xp.matmul(wm[gi], a.T, out=yt[gi * kg:(gi + 1) * kg])
             if not p.out_channels_last:
                 y3[n0:n1] = yt.reshape(p.k, n1 - n0, npos).transpose(1, 0, 2)
+            if hook is not None:
+                hook(buf, p, n0, n1)
     if b is not None and not p.bias_col:
         y += b.reshape(1, p.k, 1, 1) if not p.out_channels_last else b
     return (y.transpose(0, 3, 1, 2) if p.out_channels_last else y), (x, full, wm, p)
@@ -325,12 +232,39 @@ def _transposed_pads(p: Plan) -> Pads | None:
     return pads if min(min(pads[0]), min(pads[1])) >= 0 else None
 
 
-def _input_grad_transposed(dy: Array, w: Array, p: Plan, pads: Pads, out_hw: Pair) -> Array:
+def _input_grad_transposed(dy: Array, w: Array, p: Plan, pads: Pads, out_hw: Pair, src: Array
+                           ) -> tuple[Array, Array | None]:
     """dx (N, C, out_hw) = dY ⋆ flip(W)ᵀ: the forward path run on dY with w'[c, k, i, j] =
     w[k, c, kH-1-i, kW-1-j] (its im2col copies C·kH·kW-wide rows once; col2im's kH·kW strided
-    adds of C-wide runs were 3x slower on 16-32 channels)."""
-    wt = xp_of(w).ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
-    return conv2d_forward(dy, wt, None, (1, 1), pads, p.dilation, 1, out_hw)[0]
+    adds of C-wide runs were 3x slower on 16-32 channels); and dW from the same columns.
+
+    dY's columns hold, for every input position m, the dY each tap of each filter reaches:
+    col[m, (i', j', k)] = dY_pad[m + d·(i', j'), k] = dY[(h, w) + pads - d·(kH-1-i', ...)], so
+    dW[k, c, i, j] = Σ_m src[m, c] · col[m, (kH-1-i, kW-1-j, k)]: one GEMM (C, m) @ (m, depth)
+    per chunk, with no im2col of x (src, (N, C, out_hw): the input, or its padded copy).
+    Returns (dx, dW), dW None where the columns were not all seen (the row-flat path)."""
+    xp = xp_of(w)
+    wt = xp.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    seen: list[Any] = [0, None, None]  # images, sum of the GEMMs (C, depth), dY's plan
+
+    def dw_part(buf: Array, pt: Plan, n0: int, n1: int) -> None:
+        part = src[n0:n1].transpose(1, 0, 2, 3)  # (C, n, H, W)
+        if not part.flags.c_contiguous and not src[n0:n1].transpose(0, 2, 3, 1).flags.c_contiguous:
+            part = xp.ascontiguousarray(part)
+        r = part.reshape(p.c, -1) @ columns_view(buf, pt, 0, False)
+        seen[0] += n1 - n0
+        seen[1] = r if seen[1] is None else xp.add(seen[1], r, out=seen[1])
+        seen[2] = pt
+
+    dx = conv2d_forward(dy, wt, None, (1, 1), pads, p.dilation, 1, out_hw, hook=dw_part)[0]
+    if seen[0] != p.n:
+        return dx, None
+    r, pt = seen[1], seen[2]
+    if pt.channels_first:  # columns (k, i', j')
+        dw = r.reshape(p.c, p.k, p.kh, p.kw)[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+    else:  # (i', j', k)
+        dw = r.reshape(p.c, p.kh, p.kw, p.k)[:, ::-1, ::-1, :].transpose(3, 0, 1, 2)
+    return dx, xp.ascontiguousarray(dw)
 
 
 def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
@@ -350,8 +284,16 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
     dyt = None if p.rows else _dy_matrix(dy)  # (K, M)
     nc = p.chunk(dy.dtype.itemsize)
     starts = range(0, p.n, nc or 1)  # an empty batch: no chunk, dW = 0
-    dx = dxfull = None
-    tpads = _transposed_pads(p) if need_dx else None
+    dx = dxfull = dw = None
+    tpads = _transposed_pads(p) if need_dx and p.n else None
+    if tpads is not None:  # dx, and dW from dY's columns
+        if full is None:
+            dx, dw = _input_grad_transposed(dy, w, p, tpads, (p.h, p.w), x)
+        else:  # the padded dx, then its padding folded back onto the image
+            dxp, dw = _input_grad_transposed(dy, w, p, tpads, p.padded_hw, full)
+            dx = unpad2d(dxp, p.pads, (p.h, p.w), p.mode)
+        if dw is not None:
+            return dx, dw, (dy.sum(axis=(0, 2, 3)) if need_bias else None)
     col2im = need_dx and tpads is None  # dx chunk by chunk, with dW
     if col2im:
         dx = workspace.empty((p.n, p.c, p.h, p.w), dy.dtype, xp, not p.channels_first)
@@ -364,22 +306,16 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
         dwm, dwg = xp.zeros_like(wm), xp.empty_like(wm[0])
         for n0 in starts:
             n1 = min(p.n, n0 + nc)
-            buf = _chunk_columns(x, full, n0, n1, p)
+            buf = chunk_columns(x, full, n0, n1, p)
             cols_t = dyt[:, n0 * npos:n1 * npos]
             for gi in range(g):
-                xp.matmul(cols_t[gi * kg:(gi + 1) * kg], _group(buf, p, gi, True), out=dwg)
+                xp.matmul(cols_t[gi * kg:(gi + 1) * kg], columns_view(buf, p, gi, True), out=dwg)
                 dwm[gi] += dwg
             if col2im:
                 target[n0:n1] = 0
                 input_grad_chunk(cols_t, wm, p, target[n0:n1], offset)  # reuses the columns buffer
     if dxfull is not None:
         dx[...] = unpad2d(dxfull, p.pads, (p.h, p.w), p.mode)
-    if tpads is not None:
-        if full is None:
-            dx = _input_grad_transposed(dy, w, p, tpads, (p.h, p.w))
-        else:  # the padded dx, then its padding folded back onto the image
-            dx = unpad2d(_input_grad_transposed(dy, w, p, tpads, p.padded_hw), p.pads,
-                         (p.h, p.w), p.mode)
 
     db = None
     if p.bias_col:
