@@ -36,3 +36,14 @@ settings.load_profile(PROFILE)
 def rng() -> np.random.Generator:
     """A fresh seeded generator per test: reproducible random inputs."""
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def _compiled_kernels_off_after() -> object:
+    """Every test starts with numba's kernels off (convscope.ops.jit), whatever the one before it
+    left on: which path a test takes must not depend on the order tests run in."""
+    from convscope.ops import jit
+
+    jit.enable(False)
+    yield
+    jit.enable(False)

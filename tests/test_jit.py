@@ -47,22 +47,25 @@ def _python_kernels_run(x, gamma, beta, dy):
     """The kernels' own Python source (no numba) on a view of x, as norm.py calls them."""
     kind, xv = norm._channel_views(x)
     _, dyv = norm._channel_views(dy)
-    xh, y, dx = np.empty_like(xv), np.empty_like(xv), np.empty_like(xv)
-    stats, sums, m = np.zeros((2, xv.shape[1])), np.zeros((2, xv.shape[1])), len(xv)
+    y, dx = np.empty_like(xv), np.empty_like(xv)
+    unused = np.empty_like(xv)  # x̂ is not written where gamma is given: recomputed from x
+    c = xv.shape[1]
+    stats, sums, m, mi = np.zeros((2, c)), np.zeros((2, c)), len(xv), np.empty((2, c))
     if kind == "nci":
-        jit.bn_forward_nci(xv, gamma, beta, 1e-5, True, xh, y, stats)
+        jit.bn_forward_nci(xv, gamma, beta, 1e-5, True, unused, y, stats, mi)
     else:  # the two sweeps that bn_forward runs
         shift = xv[0].astype(np.float64)
         jit.col_shifted_sums_mc(xv, shift, stats)
         s1, s2 = stats / m
         stats[:] = shift + s1, s2 - s1 * s1
-        jit.normalise_mc(xv, stats[0], 1 / np.sqrt(stats[1] + 1e-5), gamma, beta, True, xh, y)
+        mi[:] = stats[0], 1 / np.sqrt(stats[1] + 1e-5)
+        jit.normalise_mc(xv, mi[0], mi[1], gamma, beta, True, unused, y)
     scale = gamma * (1 / np.sqrt(stats[1] + 1e-5)).astype(x.dtype)
     if kind == "nci":
-        jit.bn_backward_nci(dyv, xh, scale, True, dx, sums)
+        jit.bn_backward_nci(dyv, xv, mi[0], mi[1], scale, True, dx, sums)
     else:
-        jit.col_grad_sums_mc(dyv, xh, sums)
-        jit.input_grad_mc(dyv, xh, sums[0] / m, sums[1] / m, scale, True, dx)
+        jit.col_grad_sums_mc(dyv, xv, mi[0], mi[1], sums)
+        jit.input_grad_mc(dyv, xv, mi[0], mi[1], sums[0] / m, sums[1] / m, scale, True, dx)
     return y, stats, dx, sums
 
 
@@ -186,3 +189,22 @@ def test_one_sweep_statistics_keep_the_variance_of_a_far_off_mean(layout):
     axes = (0,) if layout == "flat" else (0, 2, 3)
     np.testing.assert_allclose(got["var"], x.var(axis=axes), rtol=1e-9)
     np.testing.assert_allclose(got["mean"], x.mean(axis=axes), rtol=1e-14)
+
+
+@needs_numba
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_a_backward_after_the_kernels_are_turned_off_recomputes_xhat(layout):
+    """The compiled forward keeps x, not x̂ (it never writes x̂ where gamma is given); a backward
+    by the NumPy path then recomputes x̂ from x and the forward's (mean, 1/std)."""
+    rng = np.random.default_rng(6)
+    x = _batch(rng, (3, 4, 5, 6), layout, np.float64)
+    dy = _batch(rng, x.shape, layout, np.float64)
+    gamma, beta = rng.standard_normal(4), rng.standard_normal(4)
+    with jit.turned_on():
+        y, cache, _, _ = norm.batchnorm_train_forward(x, gamma, beta, 1e-5)
+    assert cache[0] is x and len(cache) == 4
+    got = norm.batchnorm_backward(dy, cache, True)
+    ref = _run(x, gamma, beta, dy, on=False)
+    np.testing.assert_allclose(y, ref["y"], rtol=0, atol=1e-12)
+    for a, key in zip(got, ("dxTrue", "dgammaTrue", "dbetaTrue")):
+        np.testing.assert_allclose(a, ref[key], rtol=1e-12, atol=1e-12, err_msg=key)

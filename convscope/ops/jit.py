@@ -1,18 +1,23 @@
 """Compiled kernels (numba, optional): batch normalisation in two sweeps each way where NumPy
 makes six; the machinery every kernel module shares (:func:`enable`, :func:`kernels`,
-:func:`register`; the 2x2 max pool's kernels are in :mod:`.jit_pool`).
+:func:`register`; the 2x2 max pool's kernels are in :mod:`.jit_pool`, the convolution's copies
+in :mod:`.jit_conv`).
 
 NumPy runs one operation per pass over memory: batch norm's training forward is a sum, x - mean,
 a dot product, a multiply for x̂, a multiply and an add for y; its backward two reductions and
 four element-wise passes.  Each pass over a ResNet's 128×16×28×28 activations reads and writes
 6 MiB.  Here the forward is one sweep for the statistics (shifted sums in float64: with the
 shift one of the channel's own values, Σ(x - s)² - (Σ(x - s))²/M does not cancel as E[x²] -
-mean² would) and one that writes x̂ and y; the backward one sweep for both sums and one that
+mean² would) and one that writes y alone: x̂ = (x - mean) / std is not stored but recomputed
+from x in the backward, whose sweeps read x where they read x̂ (the layer keeps x, not x̂: the
+same memory, one array fewer written).  The backward is one sweep for both sums and one that
 writes dx.  The bench's 64×32×32×32 forward + backward: NumPy 15-21 ms; three sweeps forward
-9.7-13.9 ms; two 7.1-9.4 ms (PyTorch 4-11 ms across these runs: compare within one run).
+9.7-13.9 ms; two 7.1-9.4 ms (PyTorch 4-11 ms across these runs: compare within one run); x̂
+recomputed, alternating processes, channels-first 10.9-11.3 -> 9.8-10.4 ms, channels-last
+9.3-10.2 -> 6.2-7.7 ms.
 
-Tried and dropped: im2col as a kernel (2x slower than NumPy's strided copy, which runs near the
-memory's speed); the kernels over both cores, numba's own threads (against OpenBLAS's) or a
+Tried and dropped: im2col of channels-last inputs as a kernel (2x slower than NumPy's strided
+copy, which runs near the memory's speed); the kernels over both cores, numba's own threads (against OpenBLAS's) or a
 second Python thread on half the channels or rows (the GIL released): the layer alone ran up to
 1.3x faster, no training step did (ResNet-9, ResNet-20, CIFAR-style: 0.96-1.0x, interleaved).
 
@@ -114,23 +119,26 @@ def col_shifted_sums_mc(x: Array, shift: Array, out: Array) -> None:
 
 def normalise_mc(x: Array, mu: Array, inv: Array, gamma: Array, beta: Array, affine: bool,
                  xhat: Array, y: Array) -> None:
-    """xhat = (x - mu) · inv and, if affine, y = xhat · gamma + beta, per column of x (M, C),
-    in x's dtype (as NumPy's path computes it)."""
+    """x̂ = (x - mu) · inv per column of x (M, C), in x's dtype (as NumPy's path computes it):
+    y = x̂ · gamma + beta if affine (x̂ itself is not written: the backward recomputes it from
+    x), else x̂ into ``xhat``."""
     m, c = x.shape
     for i in range(m):
         for j in range(c):
             v = (x[i, j] - mu[j]) * inv[j]
-            xhat[i, j] = v
             if affine:
                 y[i, j] = v * gamma[j] + beta[j]
+            else:
+                xhat[i, j] = v
 
 
 def bn_forward_nci(x: Array, gamma: Array, beta: Array, eps: float, affine: bool, xhat: Array,
-                   y: Array, stats: Array) -> None:
+                   y: Array, stats: Array, mi: Array) -> None:
     """Batch norm's training forward on x (N, C, L), channel by channel: stats[0] = mean,
     stats[1] = biased variance over n and l (float64, one sweep of shifted sums as
-    :func:`col_shifted_sums_mc`), then xhat = (x - mean) / sqrt(var + eps) and, if affine,
-    y = xhat · gamma + beta in a second (x's dtype)."""
+    :func:`col_shifted_sums_mc`), then x̂ = (x - mean) / sqrt(var + eps) in a second (x's
+    dtype), written as in :func:`normalise_mc`; mi[0], mi[1] = the mean and 1 / std used, in
+    x's dtype."""
     n, c, ln = x.shape
     m = max(n * ln, 1)
     mean = np.zeros(c)
@@ -150,43 +158,49 @@ def bn_forward_nci(x: Array, gamma: Array, beta: Array, eps: float, affine: bool
         one[0] = mean[k]  # x's dtype for the sweep below
         one[1] = 1.0 / math.sqrt(var[k] + eps)
         mu, inv = one[0], one[1]
+        mi[0, k], mi[1, k] = mu, inv
         for i in range(n):
             for j in range(ln):
                 v = (x[i, k, j] - mu) * inv
-                xhat[i, k, j] = v
                 if affine:
                     y[i, k, j] = v * gamma[k] + beta[k]
+                else:
+                    xhat[i, k, j] = v
     stats[0] = mean
     stats[1] = var
 
 
-def col_grad_sums_mc(dy: Array, xhat: Array, out: Array) -> None:
-    """out[0, j] += Σ_i dy (dbeta), out[1, j] += Σ_i dy · xhat (dgamma) over the rows of dy,
-    xhat (M, C), in float64, one sweep."""
+def col_grad_sums_mc(dy: Array, xs: Array, mu: Array, inv: Array, out: Array) -> None:
+    """out[0, j] += Σ_i dy (dbeta), out[1, j] += Σ_i dy · x̂ (dgamma) over the rows of dy and
+    xs (M, C), in float64, one sweep; x̂ = (xs - mu) · inv (xs = x̂ itself for mu = 0, inv = 1:
+    exact)."""
     m, c = dy.shape
     for i in range(m):
         for j in range(c):
             out[0, j] += dy[i, j]
-            out[1, j] += dy[i, j] * xhat[i, j]
+            out[1, j] += dy[i, j] * ((xs[i, j] - mu[j]) * inv[j])
 
 
-def input_grad_mc(dy: Array, xhat: Array, mb: Array, mg: Array, scale: Array,
-                  batch_stats: bool, dx: Array) -> None:
-    """dx = scale · (dy - mb - xhat · mg) with batch statistics (mb = Σdy/M, mg = Σdy·xhat/M),
-    else dx = scale · dy, per column of dy (M, C), in dy's dtype."""
+def input_grad_mc(dy: Array, xs: Array, mu: Array, inv: Array, mb: Array, mg: Array,
+                  scale: Array, batch_stats: bool, dx: Array) -> None:
+    """dx = scale · (dy - mb - x̂ · mg) with batch statistics (mb = Σdy/M, mg = Σdy·x̂/M),
+    else dx = scale · dy, per column of dy (M, C), in dy's dtype; x̂ as in
+    :func:`col_grad_sums_mc`."""
     m, c = dy.shape
     for i in range(m):
         for j in range(c):
             if batch_stats:
-                dx[i, j] = (dy[i, j] - mb[j] - xhat[i, j] * mg[j]) * scale[j]
+                v = (xs[i, j] - mu[j]) * inv[j]
+                dx[i, j] = (dy[i, j] - mb[j] - v * mg[j]) * scale[j]
             else:
                 dx[i, j] = dy[i, j] * scale[j]
 
 
-def bn_backward_nci(dy: Array, xhat: Array, scale: Array, batch_stats: bool, dx: Array,
-                    sums: Array) -> None:
-    """Batch norm's backward on dy, xhat (N, C, L), channel by channel: sums[0] = Σ dy,
-    sums[1] = Σ dy · xhat (float64, one sweep), then dx as in :func:`input_grad_mc`."""
+def bn_backward_nci(dy: Array, xs: Array, mu: Array, inv: Array, scale: Array,
+                    batch_stats: bool, dx: Array, sums: Array) -> None:
+    """Batch norm's backward on dy, xs (N, C, L), channel by channel: sums[0] = Σ dy,
+    sums[1] = Σ dy · x̂ (float64, one sweep), then dx as in :func:`input_grad_mc`, x̂ as in
+    :func:`col_grad_sums_mc`."""
     n, c, ln = dy.shape
     m = max(n * ln, 1)
     one = np.empty(2, dy.dtype)
@@ -196,14 +210,15 @@ def bn_backward_nci(dy: Array, xhat: Array, scale: Array, batch_stats: bool, dx:
         for i in range(n):
             for j in range(ln):
                 sb += dy[i, k, j]
-                sg += dy[i, k, j] * xhat[i, k, j]
+                sg += dy[i, k, j] * ((xs[i, k, j] - mu[k]) * inv[k])
         one[0] = sb / m  # dy's dtype for the sweep below
         one[1] = sg / m
         mb, mg = one[0], one[1]
         for i in range(n):
             for j in range(ln):
                 if batch_stats:
-                    dx[i, k, j] = (dy[i, k, j] - mb - xhat[i, k, j] * mg) * scale[k]
+                    v = (xs[i, k, j] - mu[k]) * inv[k]
+                    dx[i, k, j] = (dy[i, k, j] - mb - v * mg) * scale[k]
                 else:
                     dx[i, k, j] = dy[i, k, j] * scale[k]
         sums[0, k] = sb
@@ -211,15 +226,18 @@ def bn_backward_nci(dy: Array, xhat: Array, scale: Array, batch_stats: bool, dx:
 
 
 def bn_forward(kind: str, x: Array, xhat: Array, y: Array, gamma: Array | None,
-               beta: Array | None, eps: float) -> tuple[Array, Array]:
-    """Batch norm's training forward on ('mc' or 'nci') views: x̂ and y written in place (y
-    ignored without gamma); returns (mean, var) in x's dtype."""
+               beta: Array | None, eps: float) -> tuple[Array, Array, Array, Array]:
+    """Batch norm's training forward on ('mc' or 'nci') views: y written in place (x̂ into
+    ``xhat`` without gamma, y ignored then); returns (mean, var, mu, inv) in x's dtype, the last
+    two what x̂ = (x - mu) · inv was computed with (the backward recomputes x̂ from them)."""
     k, c = kernels(), x.shape[1]
     g = np.empty(0, x.dtype) if gamma is None else gamma
     b = np.empty(0, x.dtype) if beta is None else beta
     stats = np.empty((2, c))
     if kind == "nci":
-        k.bn_forward_nci(x, g, b, float(eps), gamma is not None, xhat, y, stats)
+        mi = np.empty((2, c), x.dtype)
+        k.bn_forward_nci(x, g, b, float(eps), gamma is not None, xhat, y, stats, mi)
+        mu, inv = mi
     else:
         m = max(x.shape[0], 1)
         shift = x[0].astype(np.float64) if len(x) else np.zeros(c)
@@ -231,21 +249,23 @@ def bn_forward(kind: str, x: Array, xhat: Array, y: Array, gamma: Array | None,
         mu, inv = stats[0].astype(x.dtype), (1.0 / np.sqrt(stats[1] + eps)).astype(x.dtype)
         k.normalise_mc(x, mu, inv, g, b, gamma is not None, xhat, y)
     mean, var = stats.astype(x.dtype)
-    return mean, var
+    return mean, var, mu, inv
 
 
-def bn_backward(kind: str, dy: Array, xhat: Array, dx: Array, scale: Array, batch_stats: bool
-                ) -> tuple[Array, Array]:
+def bn_backward(kind: str, dy: Array, xs: Array, dx: Array, scale: Array, batch_stats: bool,
+                mu_inv: tuple[Array, Array] | None = None) -> tuple[Array, Array]:
     """Batch norm's backward on ('mc' or 'nci') views: dx written in place; returns (dgamma,
-    dbeta) in dy's dtype."""
+    dbeta) in dy's dtype.  ``xs``: x̂, or with ``mu_inv`` = (mu, inv) x itself, x̂ = (x - mu)
+    · inv recomputed in the sweeps."""
     k, c = kernels(), dy.shape[1]
+    mu, inv = mu_inv if mu_inv is not None else (np.zeros(c, xs.dtype), np.ones(c, xs.dtype))
     sums = np.zeros((2, c))
     if kind == "nci":
-        k.bn_backward_nci(dy, xhat, scale, bool(batch_stats), dx, sums)
+        k.bn_backward_nci(dy, xs, mu, inv, scale, bool(batch_stats), dx, sums)
     else:
-        k.col_grad_sums_mc(dy, xhat, sums)
+        k.col_grad_sums_mc(dy, xs, mu, inv, sums)
         mb, mg = (sums / max(dy.shape[0], 1)).astype(dy.dtype)
-        k.input_grad_mc(dy, xhat, mb, mg, scale, bool(batch_stats), dx)
+        k.input_grad_mc(dy, xs, mu, inv, mb, mg, scale, bool(batch_stats), dx)
     dbeta, dgamma = sums.astype(dy.dtype)
     return dgamma, dbeta
 

@@ -97,14 +97,17 @@ def batchnorm_train_forward(x: Array, gamma: Array | None, beta: Array | None, e
     """Batch statistics and the normalisation in one go: (y, cache, mean, var), the same
     numbers as :func:`batchnorm_stats` then :func:`batchnorm_forward`, with x - mean computed
     once and turned into x̂ in place (four sweeps over x where those two took eight; two with
-    the compiled kernel, its sums in float64)."""
+    the compiled kernel, its sums in float64, which writes y alone and leaves x̂ to be
+    recomputed from x in the backward: the cache then holds x and (mu, inv) too)."""
     if jit.kernels() is not None and _kernel_views(x) is not None:
-        xhat = like(x)
-        y = xhat if gamma is None else like(x)
-        views = _kernel_views(x, xhat, y)
-        if views is not None:
-            mean, var = jit.bn_forward(views[0], *views[1], gamma, beta, eps)
-            return y, (xhat, 1.0 / xp_of(x).sqrt(var + eps), gamma), mean, var
+        y = like(x)
+        views = _kernel_views(x, y, y)
+        if views is not None:  # x̂ written only without gamma (then it is y); else recomputed
+            mean, var, mu, inv = jit.bn_forward(views[0], *views[1], gamma, beta, eps)
+            inv_std = 1.0 / xp_of(x).sqrt(var + eps)
+            if gamma is None:
+                return y, (y, inv_std, gamma), mean, var
+            return y, (x, inv_std, gamma, (mu, inv)), mean, var
     mean, var, d = _centred(x)
     y, cache = _normalise(d, var, gamma, beta, eps)
     return y, cache, mean, var
@@ -137,14 +140,18 @@ def batchnorm_backward(dy: Array, cache: tuple, batch_stats: bool) -> tuple[Arra
     of each channel (the same as inv_std / M · (M·dxhat - sum(dxhat) - xhat·sum(dxhat·xhat))
     with dxhat = gamma · dy)."""
     xp = xp_of(dy)
-    xhat, inv_std, gamma = cache
+    xhat, inv_std, gamma = cache[:3]
+    mu_inv = cache[3] if len(cache) > 3 else None  # then xhat holds x: x̂ = (x - mu) · inv
     dy = in_layout(dy, is_channels_last(xhat)) if dy.ndim == 4 else dy  # one layout: one sweep
     scale = inv_std if gamma is None else gamma * inv_std
     dx = like(xhat)
     views = _kernel_views(dy, xhat, dx) if jit.kernels() is not None else None
     if views is not None:  # both sums in one sweep, dx in a second
-        dgamma, dbeta = jit.bn_backward(views[0], *views[1], scale, batch_stats)
+        dgamma, dbeta = jit.bn_backward(views[0], *views[1], scale, batch_stats, mu_inv)
         return dx, dgamma, dbeta
+    if mu_inv is not None:  # the kernels were turned off since the forward: x̂ from x
+        xhat = per_channel("subtract", xhat, mu_inv[0], like(xhat))
+        per_channel("multiply", xhat, mu_inv[1], xhat)
     dbeta = channel_sum(dy)
     dgamma = channel_dot(dy, xhat)
     if not batch_stats:
