@@ -100,13 +100,12 @@ def test_the_weight_gradient_comes_from_dys_columns_where_it_can(path: Any, c: i
     x: the columns helper is never called on x); where dY's own convolution takes the row-flat
     path (4 channels-first filters), which hands out no columns, the usual dW loop runs.  Both
     equal PyTorch in float64 (the biases too)."""
-    torch = pytest.importorskip("torch")
-    from test_speed_paths import arrange as lay
+    import torch
 
     path(True)
     jit.enable(False)  # the row-flat path is the NumPy copies' (the kernels replace it)
     rng = np.random.default_rng(1)
-    x = lay(rng.standard_normal((5, c, 7, 6)), layout)
+    x = arrange(rng.standard_normal((5, c, 7, 6)), layout)
     w, b = rng.standard_normal((k, c, 3, 3)), rng.standard_normal(k)
     dy = rng.standard_normal((5, k, 7, 6))
     _, cache = conv_ops.conv2d_forward(x, w, b, (1, 1), ((1, 1), (1, 1)), (1, 1), 1, (7, 6), mode)

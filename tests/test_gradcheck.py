@@ -82,12 +82,19 @@ CONV_OPTIONS = [
 ]
 
 
+KERNELS = pytest.mark.parametrize("kernels", [
+    False, pytest.param(True, marks=pytest.mark.skipif(not jit.available(), reason="no numba"))],
+    ids=["numpy", "compiled"])  # NumPy's path, and the compiled kernels of ops/jit*.py
+
+
+@KERNELS
 @pytest.mark.parametrize("options", CONV_OPTIONS, ids=lambda o: repr(o) if o else "plain")
-def test_conv2d(options: dict) -> None:
+def test_conv2d(options: dict, kernels: bool) -> None:
     opts = dict(kernel_size=3, out_channels=4) | options
     layer = cs.Conv2D(4, dtype=np.float64, init="torch", seed=1, **opts)
     x = np.random.default_rng(2).standard_normal((2, 4, 6, 5))
-    check_layer(layer, x)
+    with jit.turned_on(kernels):
+        check_layer(layer, x)
 
 
 @pytest.mark.parametrize("options", [
@@ -97,9 +104,11 @@ def test_conv2d(options: dict) -> None:
     dict(kernel_size=3, stride=2, ceil_mode=True),
     dict(kernel_size=2, stride=1),  # overlapping windows
 ], ids=repr)
-def test_maxpool2d(options: dict) -> None:
+@KERNELS
+def test_maxpool2d(options: dict, kernels: bool) -> None:
     x = spread(np.random.default_rng(3), (2, 2, 7, 6))
-    check_layer(cs.MaxPool2D(**options), x)
+    with jit.turned_on(kernels):
+        check_layer(cs.MaxPool2D(**options), x)
 
 
 @pytest.mark.parametrize("options", [
@@ -173,9 +182,16 @@ def test_mse() -> None:
                  "MSELoss d prediction")
 
 
-def test_whole_network_end_to_end_with_the_loss() -> None:
+@KERNELS
+def test_whole_network_end_to_end_with_the_loss(kernels: bool) -> None:
     """conv-bn-relu-pool-conv-relu-flatten-linear + cross-entropy: d loss / d input and every
-    parameter (BN in training mode, so its batch statistics depend on the input)."""
+    parameter (BN in training mode, so its batch statistics depend on the input), by NumPy's
+    path and by the compiled kernels."""
+    with jit.turned_on(kernels):
+        _whole_network()
+
+
+def _whole_network() -> None:
     net = cs.Sequential(
         cs.Conv2D(2, 3, 3, dtype=np.float64, init="torch"), cs.BatchNorm2D(dtype=np.float64),
         cs.ReLU(), cs.MaxPool2D(2),

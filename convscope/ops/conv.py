@@ -56,6 +56,7 @@ from .col2im import input_grad_chunk
 from .columns import chunk_columns, columns_view, padded_source, weight_matrix
 from .conv_rows import backward_rows, forward_rows
 from .layout import channels_innermost
+from .norm import channel_sum
 from .padding import PADDING_MODES, unpad2d  # PADDING_MODES: the modes `mode` takes
 
 Array = Any
@@ -248,10 +249,8 @@ def _input_grad_transposed(dy: Array, w: Array, p: Plan, pads: Pads, out_hw: Pai
     seen: list[Any] = [0, None, None]  # images, sum of the GEMMs (C, depth), dY's plan
 
     def dw_part(buf: Array, pt: Plan, n0: int, n1: int) -> None:
-        part = src[n0:n1].transpose(1, 0, 2, 3)  # (C, n, H, W)
-        if not part.flags.c_contiguous and not src[n0:n1].transpose(0, 2, 3, 1).flags.c_contiguous:
-            part = xp.ascontiguousarray(part)
-        r = part.reshape(p.c, -1) @ columns_view(buf, pt, 0, False)
+        xm = src[n0:n1].transpose(1, 0, 2, 3).reshape(p.c, -1)  # a view if channels-last
+        r = xm @ columns_view(buf, pt, 0, False)
         seen[0] += n1 - n0
         seen[1] = r if seen[1] is None else xp.add(seen[1], r, out=seen[1])
         seen[2] = pt
@@ -281,9 +280,6 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
     xp = xp_of(dy)
     npos = p.out_hw[0] * p.out_hw[1]
     g, kg = p.groups, p.k // p.groups
-    dyt = None if p.rows else _dy_matrix(dy)  # (K, M)
-    nc = p.chunk(dy.dtype.itemsize)
-    starts = range(0, p.n, nc or 1)  # an empty batch: no chunk, dW = 0
     dx = dxfull = dw = None
     tpads = _transposed_pads(p) if need_dx and p.n else None
     if tpads is not None:  # dx, and dW from dY's columns
@@ -293,7 +289,10 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
             dxp, dw = _input_grad_transposed(dy, w, p, tpads, p.padded_hw, full)
             dx = unpad2d(dxp, p.pads, (p.h, p.w), p.mode)
         if dw is not None:
-            return dx, dw, (dy.sum(axis=(0, 2, 3)) if need_bias else None)
+            return dx, dw, (channel_sum(dy) if need_bias else None)
+    dyt = None if p.rows else _dy_matrix(dy)  # (K, M)
+    nc = p.chunk(dy.dtype.itemsize)
+    starts = range(0, p.n, nc or 1)  # an empty batch: no chunk, dW = 0
     col2im = need_dx and tpads is None  # dx chunk by chunk, with dW
     if col2im:
         dx = workspace.empty((p.n, p.c, p.h, p.w), dy.dtype, xp, not p.channels_first)
@@ -322,7 +321,7 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
         db = dwm[0, :, -1].copy() if need_bias else None
         dwm = dwm[:, :, :-1]
     elif need_bias:
-        db = dy.sum(axis=(0, 2, 3))
+        db = channel_sum(dy)
     if p.channels_first:
         dw = dwm.reshape(w.shape)
     else:
