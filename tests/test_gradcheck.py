@@ -97,6 +97,21 @@ def test_conv2d(options: dict, kernels: bool) -> None:
         check_layer(layer, x)
 
 
+@pytest.mark.parametrize("cin, cout, kernel, mode", [(16, 16, 3, "zeros"), (3, 24, 3, "reflect")])
+def test_conv2d_by_wide_columns(cin: int, cout: int, kernel: int, mode: str) -> None:
+    """16-32 filters on channels-last input at stride 1: the forward's columns are wide
+    (ops/wide.py), and with 16 channels dY's too (the weight gradient folded from them)."""
+    from convscope.ops import conv as conv_ops
+
+    layer = cs.Conv2D(cin, cout, kernel, padding=1, padding_mode=mode, dtype=np.float64,
+                      init="torch", seed=1)
+    x = np.random.default_rng(2).standard_normal((2, 4, 4, cin)).transpose(0, 3, 1, 2)
+    plan = conv_ops.make_plan(x, layer.params["weight"], True, (1, 1), layer.pads, (1, 1), 1,
+                              layer.output_shape((cin, 4, 4))[1:], mode)
+    assert plan.wide > 1
+    check_layer(layer, x)
+
+
 @pytest.mark.parametrize("options", [
     dict(kernel_size=2),
     dict(kernel_size=3, stride=2, padding=1),

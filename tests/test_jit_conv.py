@@ -65,7 +65,7 @@ def test_the_columns_kernels_python_source_equals_the_numpy_copy(pads):
     x, w = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, 3, 2))
     out_hw = conv_output_shape((7, 6), (3, 2), (1, 1), pads)
     p = conv_ops._plan(x.shape, w.shape, True, (1, 1), pads, (1, 1), 1, out_hw, "zeros",
-                       True, False)
+                       True, False, False)
     src = columns.chunk_source(x, None, 0, 2, p)  # padded
     ref = np.array(columns.columns(src, p))
     got = np.full(ref.shape, np.nan)

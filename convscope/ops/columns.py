@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import workspace
 from ..runtime import xp_of
-from . import jit_conv
+from . import jit_conv, wide
 from .conv_rows import strided, zero_border
 from .padding import pad2d
 
@@ -83,8 +83,11 @@ def columns(src: Array, p: Any) -> Array:
 
 def chunk_columns(x: Array, full: Array | None, n0: int, n1: int, p: Any) -> Array:
     """The columns of images n0:n1 in the reused buffer: :func:`columns` of the padded chunk,
-    or channels-first at stride 1 the compiled copy where the kernels are on (:mod:`.jit_conv`)."""
+    or channels-first at stride 1 the compiled copy where the kernels are on (:mod:`.jit_conv`),
+    or the wide columns of a wide plan (:mod:`.wide`)."""
     src = chunk_source(x, full, n0, n1, p)
+    if p.wide > 1:
+        return wide.columns(src, p)
     if p.channels_first:
         buf = workspace.buffer("cols", (p.width, src.shape[0] * p.out_hw[0] * p.out_hw[1]),
                                x.dtype, xp_of(x))
@@ -102,8 +105,11 @@ def columns_view(buf: Array, p: Any, gi: int, with_bias: bool) -> Array:
 
 
 def weight_matrix(w: Array, b: Array | None, p: Any) -> Array:
-    """Filters as (G, K/G, depth [+ 1]), depth ordered as the columns, the bias last."""
+    """Filters as (G, K/G, depth [+ 1]), depth ordered as the columns, the bias last; for a
+    wide plan (1, P·K, wide width) (:func:`.wide.weight_matrix`)."""
     xp = xp_of(w)
+    if p.wide > 1:
+        return wide.weight_matrix(w, b, p)[None]
     g = p.groups
     wm = w if p.channels_first else w.transpose(0, 2, 3, 1)
     wm = xp.ascontiguousarray(wm).reshape(g, p.k // g, p.depth)
