@@ -1,7 +1,7 @@
-"""Wide columns (ops/wide.py): P output positions per row of cols, for 16-32 filters at stride 1.
+"""Wide columns (ops/wide.py): P output positions per row of cols, for 16-48 filters at stride 1.
 
-Against PyTorch over hypothesis convolutions that reach them (channels-last columns, 16-32
-filters, filter widths 1-5, output widths that P does or does not divide, padding modes, every
+Against PyTorch over hypothesis convolutions that reach them (16-32 filters on inputs of every
+layout, filter widths 1-5, output widths that P does or does not divide, padding modes, every
 memory layout of x and dY, with and without the input gradient), with the wide columns on and
 off; the weight gradient folded from dY's wide columns; the plan that is taken; the wide GEMM
 against the plain one on the same windows.
@@ -41,8 +41,8 @@ def widen() -> Iterator[Any]:
 
 @st.composite
 def wide_cases(draw: st.DrawFn) -> dict:
-    """Stride-1, groups-1 convs with 16-32 filters (and as many channels or fewer), the cases
-    the wide plan is for; the dY convolution of the input gradient is wide where C >= 16."""
+    """Stride-1, groups-1 convs with 16-32 filters, the cases the wide plan is for; the dY
+    convolution of the input gradient is wide where C >= 16."""
     cin = draw(st.sampled_from([2, 3, 8, 16, 16, 20, 32, 32]))
     cout = draw(st.sampled_from([16, 17, 24, 32]))
     k = (draw(st.integers(1, 4)), draw(st.sampled_from([1, 2, 3, 3, 4, 5])))
@@ -82,11 +82,11 @@ def test_wide_columns_match_torch_float32_in_chunks_of_two_images(widen: Any, cf
 
 
 @pytest.mark.parametrize("k, kw, ow, want", [
-    (16, 3, 32, 4), (16, 3, 30, 2), (16, 3, 7, 1), (24, 5, 8, 2), (32, 3, 16, 2),
-    (33, 3, 16, 1), (64, 3, 8, 1), (16, 1, 32, 1)])
+    (16, 3, 32, 4), (16, 3, 30, 6), (16, 3, 7, 1), (24, 5, 8, 4), (32, 3, 16, 2),
+    (33, 3, 16, 2), (64, 3, 8, 1), (97, 3, 8, 1), (6, 5, 28, 14), (16, 1, 32, 1)])
 def test_positions_per_row(k: int, kw: int, ow: int, want: int) -> None:
-    """P = 4 up to 16 filters, 2 up to 32, lowered until it divides OW; 1x1 filters (whose
-    windows do not overlap) and more filters keep plain columns."""
+    """P: the largest divisor of OW with P·K <= 96; 1x1 filters (whose windows do not
+    overlap) keep plain columns."""
     assert wide.pixels(k, kw, ow) == want
 
 
@@ -98,15 +98,18 @@ def _plan(x: np.ndarray, w: np.ndarray, bias: bool, out_hw: tuple, **kw: Any) ->
 
 
 def test_where_the_wide_plan_is_taken(widen: Any) -> None:
-    """Channels-last columns at stride 1, dilation 1, groups 1, 16-32 filters; not for
-    channels-first columns, strides, dilation, groups, fewer or more filters, or WIDE off."""
+    """At stride 1, dilation 1, groups 1, from 16 filters (whose output is channels-last
+    either way) while P·K <= 96, channels-first inputs too (their backward keeps the plain
+    plan's channels-first columns); not for strides, dilation, groups, fewer or more filters,
+    or WIDE off."""
     widen(True)
     rng = np.random.default_rng(0)
     cl = rng.standard_normal((2, 8, 8, 16)).transpose(0, 3, 1, 2)
     cf = rng.standard_normal((2, 3, 8, 8))
     w16, w8, w64 = (rng.standard_normal((k, 16, 3, 3)) for k in (16, 8, 64))
     assert _plan(cl, w16, True, (8, 8)).wide == 4
-    assert _plan(cf, w16[:, :3], True, (8, 8)).wide == 1  # channels-first columns
+    first = _plan(cf, w16[:, :3], True, (8, 8))
+    assert (first.wide, first.channels_first, first.narrow().channels_first) == (4, False, True)
     assert _plan(cl, w16, True, (4, 4), stride=(2, 2)).wide == 1
     assert _plan(cl, w16, True, (6, 6), dilation=(2, 2)).wide == 1
     assert _plan(cl, w16[:, :8], True, (8, 8), groups=2).wide == 1
@@ -153,7 +156,7 @@ def test_the_weight_gradient_folds_from_dys_wide_columns(widen: Any) -> None:
     w, b = rng.standard_normal((16, 16, 3, 3)), rng.standard_normal(16)
     dy = rng.standard_normal((4, 8, 12, 16)).transpose(0, 3, 1, 2)
     y, cache = conv_ops.conv2d_forward(x, w, b, (1, 1), ((1, 1), (1, 1)), (1, 1), 1, (8, 12))
-    assert cache[-1].wide == 4
+    assert cache[-1].wide == 6  # the largest divisor of 12 with 16·P <= 96
     folds: list[int] = []
     real = wide.fold
     wide.fold = lambda r, p, c: folds.append(p.wide) or real(r, p, c)
@@ -161,7 +164,7 @@ def test_the_weight_gradient_folds_from_dys_wide_columns(widen: Any) -> None:
         dx, dw, db = conv_ops.conv2d_backward(dy, w, cache, True)
     finally:
         wide.fold = real
-    assert folds == [4]
+    assert folds == [6]
     tx, tw, tb = (torch.tensor(np.array(a), requires_grad=True) for a in (x, w, b))
     ty = torch.nn.functional.conv2d(tx, tw, tb, padding=1)
     ty.backward(torch.tensor(np.array(dy)))

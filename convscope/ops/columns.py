@@ -87,6 +87,10 @@ def chunk_columns(x: Array, full: Array | None, n0: int, n1: int, p: Any) -> Arr
     or the wide columns of a wide plan (:mod:`.wide`)."""
     src = chunk_source(x, full, n0, n1, p)
     if p.wide > 1:
+        if src.strides[-1] != src.itemsize:  # a channels-first input: copied channels-last first
+            buf = workspace.buffer("xpad", src.shape, x.dtype, xp_of(x))
+            buf[...] = src
+            src = buf
         return wide.columns(src, p)
     if p.channels_first:
         buf = workspace.buffer("cols", (p.width, src.shape[0] * p.out_hw[0] * p.out_hw[1]),

@@ -24,11 +24,13 @@ How it is laid out, each choice measured on a 2-core AVX-512 machine with OpenBL
   OH·Wp runs over the width-padded grid, and col2im is kH·kW adds of such runs.  With the
   compiled kernels on, stride-1 columns and their col2im are compiled loops instead
   (:mod:`.jit_conv`), faster than either NumPy layout.
-* With 16-32 filters at stride 1, channels-last columns are wide (:mod:`.wide`): one row per P
+* With 16-48 filters at stride 1 the forward's columns are wide (:mod:`.wide`): one row per P
   side-by-side output positions, kH·(P + kW - 1)·C numbers, and a GEMM P times wider.  The
   narrow (M, 145) @ (145, 16) GEMM of a ResNet's 16-channel conv ran at 27 GFLOP/s; at P = 4
   the (M / 4, 289) @ (289, 64) one does twice the multiplications at 75 (forward 14.8 -> 10.4
-  ms at 32x32, batch 64), and the ResNet-20 step went from 518-648 to 456-512 ms.
+  ms at 32x32, batch 64).  Alternating the plain and wide columns step by step: ResNet-20's
+  step 0.85x the time, LeNet-5's inference at batch 256 0.75-0.79x, the CIFAR-style and
+  LeNet-5 steps 0.93x and 0.94-0.96x.
 * ``cols`` is not kept for the backward pass (it is often the largest array of a step); backward
   rebuilds it from the input, chunk by chunk.  The layer keeps a reference to its input, as
   PyTorch does, so an input changed in place before backward changes the weight gradient.
@@ -80,7 +82,7 @@ ROWS = True
 # (_input_grad_transposed) where the layer has no more filters than input channels (K <= C)
 # or at least WIDE_K input channels; False: col2im everywhere (the tests run both).
 TRANSPOSED = True
-# Wide columns (ops/wide.py) for stride-1 channels-last columns with 16-32 filters: P output
+# Wide columns (ops/wide.py) in the forward of stride-1 convs with 16-48 filters: P output
 # positions per row of cols, a GEMM P times wider; False: plain columns everywhere (the tests
 # run both).
 WIDE = True
@@ -108,6 +110,7 @@ class Plan:
     out_channels_last: bool  # y in (N, OH, OW, K) memory, else (N, K, OH, OW)
     rows: bool  # row-flat columns over the width-padded grid (ops/conv_rows.py)
     wide: int = 1  # output positions per row of cols (ops/wide.py); 1: plain columns
+    base: Plan | None = None  # a wide plan's plain one, which its backward pass runs on
 
     @property
     def padded_hw(self) -> Pair:
@@ -133,8 +136,8 @@ class Plan:
         return workspace.chunk_size(self.n, oh * ow * self.width * itemsize)
 
     def narrow(self) -> Plan:
-        """This plan with plain columns."""
-        return dataclasses.replace(self, wide=1) if self.wide > 1 else self
+        """The plan with plain columns: this one, or the one a wide plan was made from."""
+        return self.base or self
 
 
 def make_plan(x: Array, w: Array, bias: bool, stride: Pair, pads: Pads, dilation: Pair,
@@ -154,10 +157,14 @@ def _plan(x_shape: tuple, w_shape: tuple, bias: bool, stride: Pair, pads: Pads, 
           ) -> Plan:
     n, c, h, wd = x_shape
     k, _, kh, kw = w_shape
-    plain = channels_first or rows or groups != 1 or stride != (1, 1) or dilation != (1, 1)
-    return Plan(n, c, h, wd, k, kh, kw, stride, dilation, pads, out_hw, groups, mode,
-                channels_first, bias and groups == 1, k >= WIDE_K, rows,
-                1 if plain or not widen or k < WIDE_K else wide.pixels(k, kw, out_hw[1]))
+    base = Plan(n, c, h, wd, k, kh, kw, stride, dilation, pads, out_hw, groups, mode,
+                channels_first, bias and groups == 1, k >= WIDE_K, rows)
+    fits = widen and k >= WIDE_K and groups == 1 and stride == (1, 1) and dilation == (1, 1)
+    p = wide.pixels(k, kw, out_hw[1]) if fits else 1
+    if p == 1:
+        return base
+    return dataclasses.replace(base, channels_first=False, out_channels_last=True, rows=False,
+                               wide=p, base=base)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,6 +313,9 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
     """
     x, full, wm, p = cache
     xp = xp_of(dy)
+    if p.wide > 1:  # the backward runs on the plain plan's columns
+        p = p.narrow()
+        wm = weight_matrix(w, xp.zeros(p.k, w.dtype) if p.bias_col else None, p)
     npos = p.out_hw[0] * p.out_hw[1]
     g, kg = p.groups, p.k // p.groups
     dx = dxfull = dw = None
@@ -318,9 +328,6 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
             dx = unpad2d(dxp, p.pads, (p.h, p.w), p.mode)
         if dw is not None:
             return dx, dw, (channel_sum(dy) if need_bias else None)
-    if p.wide > 1:  # what follows runs on plain columns
-        p = p.narrow()
-        wm = weight_matrix(w, xp.zeros(p.k, w.dtype) if p.bias_col else None, p)
     dyt = None if p.rows else _dy_matrix(dy)  # (K, M)
     nc = p.chunk(dy.dtype.itemsize)
     starts = range(0, p.n, nc or 1)  # an empty batch: no chunk, dW = 0

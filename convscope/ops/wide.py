@@ -1,4 +1,4 @@
-"""Wide columns: P side-by-side output positions per row of ``cols``, for convs with 16-32 filters.
+"""Wide columns: P side-by-side output positions per row of ``cols``, for convs with few filters.
 
 A stride-1 conv with few filters is a narrow GEMM: (M, kH·kW·C) @ (kH·kW·C, K) with K = 16
 output columns ran at 27 GFLOP/s against 136 for a square GEMM (the BLAS packs the tall
@@ -9,15 +9,24 @@ kH × (P + kW - 1) pixels, so one row of ``cols`` can serve all P of them::
     W'[(q, k), (i, j', c)]         = w[k, c, i, j' - q]   (0 where j' - q is not a tap)
     Y (n·OH·OW, K) memory          = cols' (M / P, kH·(P + kW - 1)·C) @ W'ᵀ (…, P·K)
 
-The product comes out as the (N, OH, OW, K) channels-last output itself.  The GEMM is P times
-wider and does (P + kW - 1) / kW times the multiplications (the zeros of W'), and ``cols'`` is
-(P + kW - 1) / (P·kW) of the plain columns: a ResNet's 16 -> 16 3x3 conv at 32x32, batch 64,
-forward 14.8 ms by plain columns, 11.2 at P = 2, 10.4 at P = 4; 32 -> 32 at 16x16 6.9 ms, 6.0
-at P = 2, 6.6 at P = 4; 64 -> 64 at 8x8 4.8 ms, 5.0 at P = 2 (so: P = 4 up to 16 filters, 2 up
-to 32, plain columns from there on).
+The product is the (N, OH, OW, K) channels-last output itself.  The GEMM is P times wider and
+does (P + kW - 1) / kW times the multiplications (the zeros of W'), and ``cols'`` is
+(P + kW - 1) / (P·kW) of the plain columns.  Forward, batch 64: a ResNet's 16 -> 16 3x3 conv at
+32x32 14.8 ms by plain columns, 11.2 at P = 2, 10.4 at P = 4; 32 -> 32 at 16x16 6.9, 6.0 at P =
+2, 6.6 at P = 4; 64 -> 64 at 8x8 4.8, 5.0 at P = 2.  So P·K is kept to at most 96
+(:func:`pixels`).  Channels-first inputs of few channels take them too, copied channels-last
+first: LeNet-5's 6 -> 16 5x5 conv at batch 256 went from 12.8-13.8 to 4.4-4.5 ms (P = 5), a 3
+-> 32 3x3 at 32x32 from 5.1-5.9 to 4.3-4.5 (P = 2).
+
+Only from 16 filters on, whose output the plain plan makes channels-last too: the backward
+runs on the plain plan (``Plan.base``), as before.  With 6 filters the wide output turns
+channels-last where it was channels-first, and LeNet-5's step, whose pooling and next conv
+then ran on the other layout, went from 14 to 23 ms.
 
 The weight gradient from these columns, dW'ᵀ = X' (…, P·C)ᵀ @ cols' with X' the input's
 (M / P, P·C) view, folds back by :func:`fold`: tap (i, j) of neighbour q is column j' = q + j.
+Where the input gradient is the convolution of dY with the flipped filters, dY's columns are
+wide in turn, and dW comes from them so.
 """
 
 from __future__ import annotations
@@ -29,18 +38,16 @@ from ..runtime import xp_of
 from .conv_rows import strided
 
 Array = Any
-MAX_K = 32  # filters up to which the columns are wide (more: the plain GEMM is wide enough)
+GEMM_WIDTH = 96  # P·K at most: the widest the GEMM is made
 
 
 def pixels(k: int, kw: int, ow: int) -> int:
     """P, the output positions per row of the columns, for K filters of width kW on rows of OW
-    positions (1: plain columns)."""
-    if kw < 2 or k > MAX_K:
+    positions: the largest divisor of OW with P·K <= GEMM_WIDTH (1: plain columns; 1x1
+    filters, whose windows do not overlap, always)."""
+    if kw < 2:
         return 1
-    p = 4 if k <= 16 else 2
-    while ow % p:
-        p //= 2
-    return p
+    return max(p for p in range(1, max(1, GEMM_WIDTH // k) + 1) if ow % p == 0)
 
 
 def span(p: Any) -> int:
