@@ -99,9 +99,9 @@ def _plan(x: np.ndarray, w: np.ndarray, bias: bool, out_hw: tuple, **kw: Any) ->
 
 def test_where_the_wide_plan_is_taken(widen: Any) -> None:
     """At stride 1, dilation 1, groups 1, from 16 filters (whose output is channels-last
-    either way) while P·K <= 96, channels-first inputs too (their backward keeps the plain
-    plan's channels-first columns); not for strides, dilation, groups, fewer or more filters,
-    or WIDE off."""
+    either way) while P·K <= 96, channels-first inputs too where the wide runs are no shorter
+    than OW (their backward keeps the plain plan's channels-first columns); not for strides,
+    dilation, groups, fewer or more filters, or WIDE off."""
     widen(True)
     rng = np.random.default_rng(0)
     cl = rng.standard_normal((2, 8, 8, 16)).transpose(0, 3, 1, 2)
@@ -110,6 +110,10 @@ def test_where_the_wide_plan_is_taken(widen: Any) -> None:
     assert _plan(cl, w16, True, (8, 8)).wide == 4
     first = _plan(cf, w16[:, :3], True, (8, 8))
     assert (first.wide, first.channels_first, first.narrow().channels_first) == (4, False, True)
+    image = rng.standard_normal((2, 3, 32, 32))  # wide runs of (2 + 2)·3 < OW = 32 numbers
+    assert _plan(image, rng.standard_normal((32, 3, 3, 3)), True, (32, 32)).wide == 1
+    assert _plan(image.transpose(0, 2, 3, 1).copy().transpose(0, 3, 1, 2),  # channels-last
+                 rng.standard_normal((32, 3, 3, 3)), True, (32, 32)).wide == 2
     assert _plan(cl, w16, True, (4, 4), stride=(2, 2)).wide == 1
     assert _plan(cl, w16, True, (6, 6), dilation=(2, 2)).wide == 1
     assert _plan(cl, w16[:, :8], True, (8, 8), groups=2).wide == 1

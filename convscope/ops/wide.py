@@ -15,8 +15,10 @@ does (P + kW - 1) / kW times the multiplications (the zeros of W'), and ``cols'`
 32x32 14.8 ms by plain columns, 11.2 at P = 2, 10.4 at P = 4; 32 -> 32 at 16x16 6.9, 6.0 at P =
 2, 6.6 at P = 4; 64 -> 64 at 8x8 4.8, 5.0 at P = 2.  So P·K is kept to at most 96
 (:func:`pixels`).  Channels-first inputs of few channels take them too, copied channels-last
-first: LeNet-5's 6 -> 16 5x5 conv at batch 256 went from 12.8-13.8 to 4.4-4.5 ms (P = 5), a 3
--> 32 3x3 at 32x32 from 5.1-5.9 to 4.3-4.5 (P = 2).
+first, where the wide copy's runs of (P + kW - 1)·C numbers are no shorter than the plain
+channels-first columns' runs of OW: LeNet-5's 6 -> 16 5x5 conv at batch 256, forward, went from
+6.5-9.4 to 3.9-5.0 ms (P = 5, runs of 54 against 10); a 3 -> 32 3x3 at 32x32 (runs of 12
+against 32) ran 1.1x slower and keeps plain columns.
 
 Only from 16 filters on, whose output the plain plan makes channels-last too: the backward
 runs on the plain plan (``Plan.base``), as before.  With 6 filters the wide output turns
