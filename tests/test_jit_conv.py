@@ -119,6 +119,7 @@ def test_the_compiled_copies_are_taken_only_when_on(monkeypatch, layout, kernel)
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((16, 3, 3, 3))  # not rows
     monkeypatch.setattr(conv_ops, "TRANSPOSED", False)  # 16 > 3 filters: col2im anyway
+    monkeypatch.setattr(conv_ops, "WIDE", False)  # plain columns, whose copies are under test
     if layout == "channels_last":  # 18 channels: channels-last columns; stride 2: col2im
         x = np.ascontiguousarray(rng.standard_normal((2, 8, 8, 18))).transpose(0, 3, 1, 2)
         w = rng.standard_normal((4, 18, 3, 3))

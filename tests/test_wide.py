@@ -175,3 +175,32 @@ def test_the_weight_gradient_folds_from_dys_wide_columns(widen: Any) -> None:
     np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-10, atol=1e-10)
     for ours, ref in ((dx, tx), (dw, tw), (db, tb)):
         np.testing.assert_allclose(ours, ref.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("need_dx", [True, False])
+def test_the_weight_gradient_after_a_wide_forward_comes_from_wide_columns(widen: Any,
+                                                                          need_dx: bool) -> None:
+    """6 -> 16 (K > C < 16: dx by col2im on the plain plan): the backward rebuilds x's wide
+    columns for dW (spied), and (dx, dW, db) equal PyTorch in float64."""
+    import torch
+
+    widen(True)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 6, 9, 12))
+    w, b = rng.standard_normal((16, 6, 3, 3)), rng.standard_normal(16)
+    y, cache = conv_ops.conv2d_forward(x, w, b, (1, 1), ((1, 1), (1, 1)), (1, 1), 1, (9, 12))
+    dy = rng.standard_normal(y.shape)
+    plans: list[int] = []
+    real = conv_ops.chunk_columns
+    conv_ops.chunk_columns = lambda x_, full, n0, n1, p: plans.append(p.wide) or real(
+        x_, full, n0, n1, p)
+    try:
+        dx, dw, db = conv_ops.conv2d_backward(dy, w, cache, True, need_dx)
+    finally:
+        conv_ops.chunk_columns = real
+    assert plans == [cache[-1].wide] and plans[0] > 1
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    torch.nn.functional.conv2d(tx, tw, tb, padding=1).backward(torch.tensor(dy))
+    for ours, ref in ((dw, tw), (db, tb)) + (((dx, tx),) if need_dx else ()):
+        np.testing.assert_allclose(ours, ref.grad.numpy(), rtol=1e-10, atol=1e-10)
+    assert need_dx or dx is None

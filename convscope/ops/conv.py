@@ -310,14 +310,15 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
 
     dx (N, C, H, W) in the layout the forward path gives a C-filter output (channels-last from
     16 on); None unless ``need_dx``.  Chunk by chunk: rebuild cols, dW += dYᵀ cols (the bias
-    gradient comes out of the ones column).  dx at stride 1: a convolution of dY with the
-    flipped filters (:func:`_input_grad_transposed`); otherwise dcols = dY W and col2im, chunk
-    by chunk.
+    gradient comes out of the ones column; after a wide forward, dW'ᵀ += dY'ᵀ cols' on the wide
+    columns, folded, :mod:`.wide`).  dx at stride 1: a convolution of dY with the flipped filters
+    (:func:`_input_grad_transposed`); otherwise dcols = dY W and col2im, chunk by chunk, on the
+    plain plan.
     """
-    x, full, wm, p = cache
+    x, full, wm, pw = cache
     xp = xp_of(dy)
-    if p.wide > 1:  # the backward runs on the plain plan's columns
-        p = p.narrow()
+    p = pw.narrow()  # the backward runs on the plain plan, but for the wide columns of dW
+    if pw.wide > 1:
         wm = weight_matrix(w, xp.zeros(p.k, w.dtype) if p.bias_col else None, p)
     npos = p.out_hw[0] * p.out_hw[1]
     g, kg = p.groups, p.k // p.groups
@@ -344,18 +345,36 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
         dwm = backward_rows(dy, x, full, wm, p, target if col2im else None, starts, nc)
     else:
         dwm, dwg = xp.zeros_like(wm), xp.empty_like(wm[0])
+        if pw.wide > 1:  # dW'ᵀ = dY (m / P, P·K)ᵀ @ the forward's wide columns, folded below
+            dwm = xp.zeros((pw.wide * p.k, wide.width(pw)), dy.dtype)
+            dwg = xp.empty_like(dwm)
+            dyw = dy.transpose(0, 2, 3, 1)  # (N, OH, OW, K): its rows are (m / P, P·K) runs
         for n0 in starts:
             n1 = min(p.n, n0 + nc)
-            buf = chunk_columns(x, full, n0, n1, p)
             cols_t = dyt[:, n0 * npos:n1 * npos]
-            for gi in range(g):
-                xp.matmul(cols_t[gi * kg:(gi + 1) * kg], columns_view(buf, p, gi, True), out=dwg)
-                dwm[gi] += dwg
+            if pw.wide > 1:
+                buf = chunk_columns(x, full, n0, n1, pw)
+                xp.matmul(dyw[n0:n1].reshape(-1, pw.wide * p.k).T, buf, out=dwg)
+                dwm += dwg
+            else:
+                buf = chunk_columns(x, full, n0, n1, p)
+                for gi in range(g):
+                    xp.matmul(cols_t[gi * kg:(gi + 1) * kg], columns_view(buf, p, gi, True),
+                              out=dwg)
+                    dwm[gi] += dwg
             if col2im:
                 target[n0:n1] = 0
                 input_grad_chunk(cols_t, wm, p, target[n0:n1], offset)  # reuses the columns buffer
     if dxfull is not None:
         dx[...] = unpad2d(dxfull, p.pads, (p.h, p.w), p.mode)
+    if pw.wide > 1 and not p.rows:
+        d = wide.width(pw) - pw.bias_col
+        dw = wide.fold(dwm[:, :d], pw, p.k).transpose(0, 3, 1, 2)  # (K, kH, kW, C) -> w's
+        db = None
+        if need_bias:
+            db = (dwm[:, -1].reshape(pw.wide, p.k).sum(axis=0) if pw.bias_col
+                  else channel_sum(dy))
+        return dx, xp.ascontiguousarray(dw), db
 
     db = None
     if p.bias_col:
