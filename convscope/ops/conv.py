@@ -24,13 +24,14 @@ How it is laid out, each choice measured on a 2-core AVX-512 machine with OpenBL
   OH·Wp runs over the width-padded grid, and col2im is kH·kW adds of such runs.  With the
   compiled kernels on, stride-1 columns and their col2im are compiled loops instead
   (:mod:`.jit_conv`), faster than either NumPy layout.
-* With 16-48 filters at stride 1 the forward's columns are wide (:mod:`.wide`): one row per P
-  side-by-side output positions, kH·(P + kW - 1)·C numbers, and a GEMM P times wider.  The
-  narrow (M, 145) @ (145, 16) GEMM of a ResNet's 16-channel conv ran at 27 GFLOP/s; at P = 4
-  the (M / 4, 289) @ (289, 64) one does twice the multiplications at 75 (forward 14.8 -> 10.4
-  ms at 32x32, batch 64).  Alternating the plain and wide columns step by step: ResNet-20's
-  step 0.85x the time, LeNet-5's inference at batch 256 0.75-0.79x, the CIFAR-style and
-  LeNet-5 steps 0.93x and 0.94-0.96x.
+* With 16-48 filters at stride 1 (no groups, no dilation) the forward's columns are wide
+  (:mod:`.wide`): one row per P side-by-side output positions, kH·(P + kW - 1)·C numbers, and
+  a GEMM P times wider.  The narrow (M, 145) @ (145, 16) GEMM of a ResNet's 16-channel conv
+  ran at 27 GFLOP/s; at P = 4 the (M / 4, 289) @ (289, 64) one does twice the multiplications
+  at 75 (forward 14.8 -> 10.4 ms at 32x32, batch 64).  Alternating the plain and wide columns
+  step by step: ResNet-20's step 0.85x the time, LeNet-5's inference at batch 256 0.75-0.79x,
+  the CIFAR-style and LeNet-5 steps 0.93x and 0.94-0.96x.  The weight gradient comes from wide
+  columns too; the input gradient's col2im stays on the plain plan.
 * ``cols`` is not kept for the backward pass (it is often the largest array of a step); backward
   rebuilds it from the input, chunk by chunk.  The layer keeps a reference to its input, as
   PyTorch does, so an input changed in place before backward changes the weight gradient.
@@ -163,7 +164,7 @@ def _plan(x_shape: tuple, w_shape: tuple, bias: bool, stride: Pair, pads: Pads, 
     p = wide.pixels(k, kw, out_hw[1]) if fits else 1
     # from channels-first memory only where the wide copy's runs, (P + kW - 1)·C numbers, are
     # no shorter than the channels-first columns' (OW): 3 -> 32 3x3 at 32x32 (runs of 12
-    # against 32) ran 1.1x slower, LeNet-5's 6 -> 16 5x5 (48 against 10) 1.9x faster
+    # against 32) ran 1.1x slower, LeNet-5's 6 -> 16 5x5 (54 against 10) 1.7-1.9x faster
     if p == 1 or (channels_first and (p + kw - 1) * c < out_hw[1]):
         return base
     return dataclasses.replace(base, channels_first=False, out_channels_last=True, rows=False,
@@ -318,8 +319,6 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
     x, full, wm, pw = cache
     xp = xp_of(dy)
     p = pw.narrow()  # the backward runs on the plain plan, but for the wide columns of dW
-    if pw.wide > 1:
-        wm = weight_matrix(w, xp.zeros(p.k, w.dtype) if p.bias_col else None, p)
     npos = p.out_hw[0] * p.out_hw[1]
     g, kg = p.groups, p.k // p.groups
     dx = dxfull = dw = None
@@ -332,6 +331,8 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
             dx = unpad2d(dxp, p.pads, (p.h, p.w), p.mode)
         if dw is not None:
             return dx, dw, (channel_sum(dy) if need_bias else None)
+    if pw.wide > 1:  # the plain plan's filters, for col2im
+        wm = weight_matrix(w, xp.zeros(p.k, w.dtype) if p.bias_col else None, p)
     dyt = None if p.rows else _dy_matrix(dy)  # (K, M)
     nc = p.chunk(dy.dtype.itemsize)
     starts = range(0, p.n, nc or 1)  # an empty batch: no chunk, dW = 0
@@ -367,7 +368,7 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
                 input_grad_chunk(cols_t, wm, p, target[n0:n1], offset)  # reuses the columns buffer
     if dxfull is not None:
         dx[...] = unpad2d(dxfull, p.pads, (p.h, p.w), p.mode)
-    if pw.wide > 1 and not p.rows:
+    if pw.wide > 1:  # (a wide plan is never row-flat: that is for fewer than 16 filters)
         d = wide.width(pw) - pw.bias_col
         dw = wide.fold(dwm[:, :d], pw, p.k).transpose(0, 3, 1, 2)  # (K, kH, kW, C) -> w's
         db = None
