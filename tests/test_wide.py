@@ -29,14 +29,17 @@ FIXTURE_OK = [HealthCheck.function_scoped_fixture]  # the fixture only sets modu
 
 @pytest.fixture
 def widen() -> Iterator[Any]:
-    """Set ops.conv.WIDE (and TRANSPOSED) for one test, restored after."""
-    saved = conv_ops.WIDE, conv_ops.TRANSPOSED
+    """Set ops.conv.WIDE (and TRANSPOSED) for one test, restored after; the wide columns from
+    the first output position on (wide.MIN_POSITIONS = 1), so that small cases reach them."""
+    saved = conv_ops.WIDE, conv_ops.TRANSPOSED, wide.MIN_POSITIONS
 
     def choose(on: bool, transposed: bool = True) -> None:
-        conv_ops.WIDE, conv_ops.TRANSPOSED = on, transposed
+        conv_ops.WIDE, conv_ops.TRANSPOSED, wide.MIN_POSITIONS = on, transposed, 1
+        conv_ops._plan.cache_clear()
 
     yield choose
-    conv_ops.WIDE, conv_ops.TRANSPOSED = saved
+    conv_ops.WIDE, conv_ops.TRANSPOSED, wide.MIN_POSITIONS = saved
+    conv_ops._plan.cache_clear()
 
 
 @st.composite
@@ -86,8 +89,19 @@ def test_wide_columns_match_torch_float32_in_chunks_of_two_images(widen: Any, cf
     (33, 3, 16, 2), (64, 3, 8, 1), (97, 3, 8, 1), (6, 5, 28, 14), (16, 1, 32, 1)])
 def test_positions_per_row(k: int, kw: int, ow: int, want: int) -> None:
     """P: the largest divisor of OW with P·K <= 96; 1x1 filters (whose windows do not
-    overlap) keep plain columns."""
+    overlap) keep plain columns, and so does a conv of fewer than 1024 output positions."""
     assert wide.pixels(k, kw, ow) == want
+    assert wide.pixels(k, kw, ow, 1024) == want
+    assert wide.pixels(k, kw, ow, 1023) == 1
+
+
+def test_small_convs_keep_plain_columns() -> None:
+    """LeNet-5's 6 -> 16 conv on one image (100 output positions) is plain, on 11 (1100) wide."""
+    w = np.zeros((16, 6, 5, 5))
+    for n, want in ((1, 1), (10, 1), (11, 5)):
+        x = np.zeros((n, 6, 14, 14))
+        p = conv_ops.make_plan(x, w, True, (1, 1), ((0, 0), (0, 0)), (1, 1), 1, (10, 10), "zeros")
+        assert p.wide == want, n
 
 
 def _plan(x: np.ndarray, w: np.ndarray, bias: bool, out_hw: tuple, **kw: Any) -> Any:
@@ -125,9 +139,10 @@ def test_where_the_wide_plan_is_taken(widen: Any) -> None:
 
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("p_", [2, 4])
-def test_the_wide_gemm_equals_the_plain_one(p_: int, bias: bool) -> None:
+def test_the_wide_gemm_equals_the_plain_one(widen: Any, p_: int, bias: bool) -> None:
     """cols' @ W'ᵀ, read as (M, K), is cols @ Wᵀ on the same padded windows, exactly up to
     float64 rounding; the fold of X'ᵀ cols' is Xᵀ cols (the weight gradient's sums)."""
+    widen(True)
     rng = np.random.default_rng(p_)
     x = rng.standard_normal((3, 6, 8, 5)).transpose(0, 3, 1, 2)
     w, b = rng.standard_normal((16, 5, 3, 2)), rng.standard_normal(16)

@@ -24,8 +24,8 @@ How it is laid out, each choice measured on a 2-core AVX-512 machine with OpenBL
   OH·Wp runs over the width-padded grid, and col2im is kH·kW adds of such runs.  With the
   compiled kernels on, stride-1 columns and their col2im are compiled loops instead
   (:mod:`.jit_conv`), faster than either NumPy layout.
-* With 16-48 filters at stride 1 (no groups, no dilation) the forward's columns are wide
-  (:mod:`.wide`): one row per P side-by-side output positions, kH·(P + kW - 1)·C numbers, and
+* With 16-48 filters at stride 1 (no groups, no dilation, from 1024 output positions on) the
+  forward's columns are wide (:mod:`.wide`): one row per P side-by-side output positions, kH·(P + kW - 1)·C numbers, and
   a GEMM P times wider.  The narrow (M, 145) @ (145, 16) GEMM of a ResNet's 16-channel conv
   ran at 27 GFLOP/s; at P = 4 the (M / 4, 289) @ (289, 64) one does twice the multiplications
   at 75 (forward 14.8 -> 10.4 ms at 32x32, batch 64).  Alternating the plain and wide columns
@@ -161,7 +161,7 @@ def _plan(x_shape: tuple, w_shape: tuple, bias: bool, stride: Pair, pads: Pads, 
     base = Plan(n, c, h, wd, k, kh, kw, stride, dilation, pads, out_hw, groups, mode,
                 channels_first, bias and groups == 1, k >= WIDE_K, rows)
     fits = widen and k >= WIDE_K and groups == 1 and stride == (1, 1) and dilation == (1, 1)
-    p = wide.pixels(k, kw, out_hw[1]) if fits else 1
+    p = wide.pixels(k, kw, out_hw[1], n * out_hw[0] * out_hw[1]) if fits else 1
     # from channels-first memory only where the wide copy's runs, (P + kW - 1)·C numbers, are
     # no shorter than the channels-first columns' (OW): 3 -> 32 3x3 at 32x32 (runs of 12
     # against 32) ran 1.1x slower, LeNet-5's 6 -> 16 5x5 (54 against 10) 1.7-1.9x faster

@@ -42,13 +42,18 @@ from .conv_rows import strided
 
 Array = Any
 GEMM_WIDTH = 96  # P·K at most: the widest the GEMM is made
+# Output positions (N·OH·OW) from which wide columns pay for their fixed costs (W', a copy):
+# forward, below it, LeNet-5's 6 -> 16 conv at 800 positions ran 1.12x slower wide, at 1600
+# 0.93x; a 32 -> 32 at 512 1.08x, 1024 1.02x, 2048 0.93x; 16 -> 16 at 1024 already 0.89x.
+MIN_POSITIONS = 1024
 
 
-def pixels(k: int, kw: int, ow: int) -> int:
+def pixels(k: int, kw: int, ow: int, positions: int = MIN_POSITIONS) -> int:
     """P, the output positions per row of the columns, for K filters of width kW on rows of OW
     positions: the largest divisor of OW with P·K <= GEMM_WIDTH (1: plain columns; 1x1
-    filters, whose windows do not overlap, always)."""
-    if kw < 2:
+    filters, whose windows do not overlap, always; and below MIN_POSITIONS output positions
+    in all)."""
+    if kw < 2 or positions < MIN_POSITIONS:
         return 1
     return max(p for p in range(1, max(1, GEMM_WIDTH // k) + 1) if ow % p == 0)
 
