@@ -25,13 +25,14 @@ How it is laid out, each choice measured on a 2-core AVX-512 machine with OpenBL
   compiled kernels on, stride-1 columns and their col2im are compiled loops instead
   (:mod:`.jit_conv`), faster than either NumPy layout.
 * With 16-48 filters at stride 1 (no groups, no dilation, from 1024 output positions on) the
-  forward's columns are wide (:mod:`.wide`): one row per P side-by-side output positions, kH·(P + kW - 1)·C numbers, and
-  a GEMM P times wider.  The narrow (M, 145) @ (145, 16) GEMM of a ResNet's 16-channel conv
-  ran at 27 GFLOP/s; at P = 4 the (M / 4, 289) @ (289, 64) one does twice the multiplications
-  at 75 (forward 14.8 -> 10.4 ms at 32x32, batch 64).  Alternating the plain and wide columns
-  step by step: ResNet-20's step 0.85x the time, LeNet-5's inference at batch 256 0.75-0.79x,
-  the CIFAR-style and LeNet-5 steps 0.93x and 0.94-0.96x.  The weight gradient comes from wide
-  columns too; the input gradient's col2im stays on the plain plan.
+  forward's columns are wide (:mod:`.wide`): one row per P side-by-side output positions,
+  kH·(P + kW - 1)·C numbers, and a GEMM P times wider.  The narrow (M, 145) @ (145, 16) GEMM
+  of a ResNet's 16-channel conv ran at 27 GFLOP/s; at P = 4 the (M / 4, 289) @ (289, 64) one
+  does twice the multiplications at 75 (forward 14.8 -> 10.4 ms at 32x32, batch 64).
+  Alternating the plain and wide columns step by step: ResNet-20's step 0.85x the time,
+  LeNet-5's inference at batch 256 0.74-0.79x, the CIFAR-style and LeNet-5 steps 0.93x and
+  0.94-0.96x.  The weight gradient comes from wide columns too; the input gradient's col2im
+  stays on the plain plan.
 * ``cols`` is not kept for the backward pass (it is often the largest array of a step); backward
   rebuilds it from the input, chunk by chunk.  The layer keeps a reference to its input, as
   PyTorch does, so an input changed in place before backward changes the weight gradient.
