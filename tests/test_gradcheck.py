@@ -98,14 +98,15 @@ def test_conv2d(options: dict, kernels: bool) -> None:
 
 
 @pytest.mark.parametrize("cin, cout, kernel, mode", [(16, 16, 3, "zeros"), (3, 24, 3, "reflect")])
-def test_conv2d_by_wide_columns(monkeypatch: pytest.MonkeyPatch, cin: int, cout: int,
-                                kernel: int, mode: str) -> None:
+def test_conv2d_by_wide_columns(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+                                cin: int, cout: int, kernel: int, mode: str) -> None:
     """16-32 filters on channels-last input at stride 1: the forward's columns are wide
     (ops/wide.py), and with 16 channels dY's too (the weight gradient folded from them)."""
     from convscope.ops import conv as conv_ops, wide
 
     monkeypatch.setattr(wide, "MIN_POSITIONS", 1)  # wide on this small input too
     conv_ops._plan.cache_clear()
+    request.addfinalizer(conv_ops._plan.cache_clear)  # no plan of this threshold outlives it
     layer = cs.Conv2D(cin, cout, kernel, padding=1, padding_mode=mode, dtype=np.float64,
                       init="torch", seed=1)
     x = np.random.default_rng(2).standard_normal((2, 4, 4, cin)).transpose(0, 3, 1, 2)
@@ -113,7 +114,6 @@ def test_conv2d_by_wide_columns(monkeypatch: pytest.MonkeyPatch, cin: int, cout:
                               layer.output_shape((cin, 4, 4))[1:], mode)
     assert plan.wide > 1
     check_layer(layer, x)
-    conv_ops._plan.cache_clear()
 
 
 @pytest.mark.parametrize("options", [

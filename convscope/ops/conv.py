@@ -332,12 +332,13 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
             dx = unpad2d(dxp, p.pads, (p.h, p.w), p.mode)
         if dw is not None:
             return dx, dw, (channel_sum(dy) if need_bias else None)
-    if pw.wide > 1:  # the plain plan's filters, for col2im
+    col2im = need_dx and tpads is None  # dx chunk by chunk, with dW
+    if pw.wide > 1 and col2im:  # the plain plan's filters, for col2im
         wm = weight_matrix(w, xp.zeros(p.k, w.dtype) if p.bias_col else None, p)
-    dyt = None if p.rows else _dy_matrix(dy)  # (K, M)
+    # dY as (K, M), for the plain dW and for col2im: a copy unless dy is channels-last
+    dyt = None if p.rows or (pw.wide > 1 and not col2im) else _dy_matrix(dy)
     nc = p.chunk(dy.dtype.itemsize)
     starts = range(0, p.n, nc or 1)  # an empty batch: no chunk, dW = 0
-    col2im = need_dx and tpads is None  # dx chunk by chunk, with dW
     if col2im:
         dx = workspace.empty((p.n, p.c, p.h, p.w), dy.dtype, xp, not p.channels_first)
         if full is not None:  # the padding's gradient folds back onto the image at the end
@@ -346,14 +347,15 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
     if p.rows:
         dwm = backward_rows(dy, x, full, wm, p, target if col2im else None, starts, nc)
     else:
-        dwm, dwg = xp.zeros_like(wm), xp.empty_like(wm[0])
         if pw.wide > 1:  # dW'ᵀ = dY (m / P, P·K)ᵀ @ the forward's wide columns, folded below
             dwm = xp.zeros((pw.wide * p.k, wide.width(pw)), dy.dtype)
-            dwg = xp.empty_like(dwm)
             dyw = dy.transpose(0, 2, 3, 1)  # (N, OH, OW, K): its rows are (m / P, P·K) runs
+        else:
+            dwm = xp.zeros_like(wm)
+        dwg = xp.empty_like(dwm[0] if pw.wide == 1 else dwm)
         for n0 in starts:
             n1 = min(p.n, n0 + nc)
-            cols_t = dyt[:, n0 * npos:n1 * npos]
+            cols_t = None if dyt is None else dyt[:, n0 * npos:n1 * npos]
             if pw.wide > 1:
                 buf = chunk_columns(x, full, n0, n1, pw)
                 xp.matmul(dyw[n0:n1].reshape(-1, pw.wide * p.k).T, buf, out=dwg)
