@@ -6,7 +6,10 @@
 The same recipe for both libraries: ``lenet5`` on 28x28x1 built by convscope and copied into
 torch.nn (the same initial weights), the same data order (one permutation per epoch from
 ``--seed``), plain SGD with momentum 0.9 (lr 0.05), cross-entropy, batch 64, pixels / 255, the
-same number of epochs; then the test accuracy in evaluation mode.  Both run on ``--threads``
+same number of epochs; then the test accuracy in evaluation mode.  The epochs are timed after
+two untimed warm-up steps of each library (:func:`warm_up`, reported).  convscope trains with its
+compiled kernels on where numba is installed, as ``convscope train`` does (``--no-jit``: the
+NumPy path).  Both run on ``--threads``
 threads (threadpoolctl for NumPy's BLAS, ``torch.set_num_threads``), one library after the
 other in this process.  Prints one line per dataset and library and a JSON line with every
 figure; the target of issue 14 is convscope's wall time <= 1.2x PyTorch's at equal accuracy
@@ -42,6 +45,26 @@ def _data(name: str) -> tuple[np.ndarray, ...]:
 def _orders(n: int, epochs: int, seed: int) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.permutation(n) for _ in range(epochs)]
+
+
+def warm_up(torch: Any, data: tuple, seed: int) -> dict[str, float]:
+    """Seconds of two untimed training steps of each library on throwaway copies of the net:
+    the one-time costs of a process's first steps (convscope: numba loading each compiled
+    kernel from its cache on first call, 0.3-0.4 s; plans and buffers), kept out of the
+    timed epochs and reported."""
+    from convscope.interop import to_torch
+
+    net = cs.models.build_model("lenet5", (1, 28, 28), 10, seed=seed)
+    x, y = data[0][:BATCH], data[1][:BATCH]
+    tnet = to_torch(net)
+    out = {}
+    start = time.perf_counter()
+    train_torch(torch, tnet, (x, y, x[:1], y[:1]), [np.arange(len(y))] * 2)
+    out["torch"] = time.perf_counter() - start
+    start = time.perf_counter()
+    train_convscope(net, (x, y, x[:1], y[:1]), [np.arange(len(y))] * 2)
+    out["convscope"] = time.perf_counter() - start
+    return out
 
 
 def train_convscope(net: Any, data: tuple, orders: list) -> tuple[float, float]:
@@ -93,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="threads for both libraries (default: all cores)")
+    p.add_argument("--no-jit", action="store_true", help="convscope without its compiled "
+                   "kernels (numba); by default they are on where numba is installed")
     args = p.parse_args(argv)
     if args.epochs < 1 or args.threads < 1:
         p.error(f"--epochs and --threads must be >= 1, got {args.epochs} and {args.threads}")
@@ -103,15 +128,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.accuracy needs torch and threadpoolctl ({exc})", file=sys.stderr)
         return 2
     from convscope.interop import to_torch
+    from convscope.ops import jit
 
     torch.set_num_threads(args.threads)
+    kernels = jit.enable(not args.no_jit)
+    if kernels:
+        jit.kernels()  # compiled (or loaded from numba's cache) before anything is timed
     report: dict[str, Any] = {"threads": args.threads, "epochs": args.epochs, "seed": args.seed,
                               "recipe": f"lenet5, SGD lr {LR} momentum {MOMENTUM}, batch {BATCH}",
-                              "datasets": {}}
+                              "compiled_kernels": kernels, "datasets": {}}
+    print(f"threads {args.threads} each; convscope's compiled kernels "
+          f"{'on' if kernels else 'off'}", flush=True)
     ok = True
     with threadpool_limits(limits=args.threads, user_api="blas"):
         for name in args.data or ["digits", "fashion-small"]:
             data = _data(name)
+            if "warm_up_seconds" not in report:
+                report["warm_up_seconds"] = w = warm_up(torch, data, args.seed)
+                print(f"warm-up, two untimed steps each: convscope {w['convscope']:.2f} s, "
+                      f"PyTorch {w['torch']:.2f} s", flush=True)
             orders = _orders(len(data[1]), args.epochs, args.seed)
             net = cs.models.build_model("lenet5", (1, 28, 28), 10, seed=args.seed)
             tnet = to_torch(net)  # the same initial weights, before convscope trains its copy

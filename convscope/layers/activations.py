@@ -6,6 +6,7 @@ import math
 from typing import Any, ClassVar
 
 from .. import workspace
+from ..ops import jit_act
 from ..ops.layout import is_channels_last as _channels_last
 from ..runtime import grad_enabled, xp_of
 from ..words import volume
@@ -58,7 +59,8 @@ class _Pointwise(Layer):
 class ReLU(_Pointwise):
     """max(0, x); gradient 1 where x > 0 (or NaN), else 0.  Any shape.
 
-    Keeps only that mask (1 byte per value) for backward, not y itself.
+    Keeps only that mask (1 byte per value) for backward, not y itself.  With the compiled
+    kernels on, one sweep each way (:mod:`~convscope.ops.jit_act`).
     """
 
     word, formula, onnx_op, torch_module = "RELU", "max(0, x)", "Relu", "ReLU"
@@ -66,15 +68,22 @@ class ReLU(_Pointwise):
     def forward(self, x: Array) -> Array:
         self._check(x, _ANY, "(N, ...)")
         xp = xp_of(x)
+        if not grad_enabled():
+            y = xp.maximum(x, 0, out=workspace.empty(x.shape, x.dtype, xp, _channels_last(x)))
+            return self._keep(None, y)
+        compiled = jit_act.relu_forward(x)
+        if compiled is not None:
+            return self._keep(compiled[1], compiled[0])
         cl = _channels_last(x)
         y = xp.maximum(x, 0, out=workspace.empty(x.shape, x.dtype, xp, cl))
-        if not grad_enabled():
-            return self._keep(None, y)
         # the gradient passes where y != 0: x > 0, and NaN (as in PyTorch)
         return self._keep(xp.not_equal(y, 0, out=workspace.empty(x.shape, bool, xp, cl)), y)
 
     def backward(self, dy: Array) -> Array:
         mask = self._take(dy)
+        dx = jit_act.relu_backward(dy, mask)
+        if dx is not None:
+            return dx
         xp = xp_of(dy)
         out = workspace.empty(mask.shape, dy.dtype, xp, _channels_last(mask))  # forward's layout
         return xp.multiply(dy, mask, out=out)
