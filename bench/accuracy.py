@@ -48,10 +48,12 @@ def _orders(n: int, epochs: int, seed: int) -> list[np.ndarray]:
 
 
 def warm_up(torch: Any, data: tuple, seed: int) -> dict[str, float]:
-    """Seconds of two untimed training steps of each library on throwaway copies of the net:
-    the one-time costs of a process's first steps (convscope: numba loading each compiled
-    kernel from its cache on first call, 0.3-0.4 s; plans and buffers), kept out of the
-    timed epochs and reported."""
+    """Seconds of two untimed training steps and a one-image evaluation by each library, on
+    throwaway copies of the net: the one-time costs of a process's first calls, kept out of
+    the timed epochs and reported.  convscope's (0.6-0.8 s here) are its first steps: numba
+    loads each compiled kernel from its cache on its first call, and the plans and buffers
+    are made; PyTorch's (2.1-2.4 s) are almost all its first evaluation, which the timed
+    epochs never included."""
     from convscope.interop import to_torch
 
     net = cs.models.build_model("lenet5", (1, 28, 28), 10, seed=seed)
@@ -145,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             data = _data(name)
             if "warm_up_seconds" not in report:
                 report["warm_up_seconds"] = w = warm_up(torch, data, args.seed)
-                print(f"warm-up, two untimed steps each: convscope {w['convscope']:.2f} s, "
-                      f"PyTorch {w['torch']:.2f} s", flush=True)
+                print(f"warm-up, two untimed steps and a one-image evaluation each: convscope "
+                      f"{w['convscope']:.2f} s, PyTorch {w['torch']:.2f} s", flush=True)
             orders = _orders(len(data[1]), args.epochs, args.seed)
             net = cs.models.build_model("lenet5", (1, 28, 28), 10, seed=args.seed)
             tnet = to_torch(net)  # the same initial weights, before convscope trains its copy

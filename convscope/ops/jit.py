@@ -1,7 +1,7 @@
 """Compiled kernels (numba, optional): batch normalisation in two sweeps each way where NumPy
 makes six; the machinery every kernel module shares (:func:`enable`, :func:`kernels`,
 :func:`register`; the 2x2 max pool's kernels are in :mod:`.jit_pool`, the convolution's copies
-in :mod:`.jit_conv`).
+in :mod:`.jit_conv`, ReLU's in :mod:`.jit_act`).
 
 NumPy runs one operation per pass over memory: batch norm's training forward is a sum, x - mean,
 a dot product, a multiply for x̂, a multiply and an add for y; its backward two reductions and

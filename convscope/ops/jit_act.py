@@ -3,9 +3,9 @@
 NumPy's ReLU takes two passes forward, ``maximum`` for y and ``not_equal`` for the mask kept for
 the backward, and backward multiplies dy by a boolean mask, a loop that converts each byte to a
 float.  Here the forward reads x once and writes y and the mask; the backward reads dy and the
-mask's bytes once.  2M float32 values: forward 1.8-2.4 -> 0.7-1.4 ms, backward 1.2-1.6 -> 0.6
-ms.  Training steps, compiled and NumPy ReLU alternately in one process (10-30 pairs):
-CIFAR-style 0.98x, LeNet-5 0.98x, ResNet-20 0.96x the time.
+mask's bytes once.  The layer on 2M float32 values: forward 2.4-3.3 -> 1.0-1.3 ms, backward
+1.4-2.2 -> 0.9 ms.  Training steps, compiled and NumPy ReLU alternately in one process (12-30
+pairs): CIFAR-style 0.97-0.98x, LeNet-5 0.98-0.99x, ResNet-20 0.96-0.98x the time.
 
 The rule is the NumPy path's (:class:`~convscope.layers.activations.ReLU`): y = x where x > 0 or
 x is NaN, else 0; the gradient passes where y != 0.  The arrays are handled as flat runs of
