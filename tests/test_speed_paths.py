@@ -374,6 +374,33 @@ def test_outputs_kept_by_the_caller_are_never_recycled() -> None:
         np.testing.assert_array_equal(k, c)
 
 
+@pytest.mark.parametrize("kernels", [False, True])
+def test_a_new_forward_recycles_the_last_passes_masks(kernels: bool) -> None:
+    """A Sequential's forward drops every layer's cache first (Layer._forget), so the last
+    pass's ReLU mask is reused in this one, not held beside a second: the pool stops growing
+    after the first step."""
+    from convscope.ops import jit
+
+    rng = np.random.default_rng(0)
+    net = cs.Sequential(cs.Conv2D(None, 16, 3, padding=1), cs.ReLU(), cs.MaxPool2D(2),
+                        cs.Flatten(), cs.Linear(None, 3), input_shape=(3, 32, 32), seed=0)
+    x = rng.standard_normal((16, 3, 32, 32)).astype(np.float32)  # masks of 256 KiB: pooled
+    relu = net.layers[1]
+    with jit.turned_on(kernels):
+        out = net.forward(x)
+        net.backward(np.ones_like(out))
+        mask = relu._cache.__array_interface__["data"][0]  # (a view: its memory, not its id)
+        before = workspace.pooled_nbytes()
+        for _ in range(3):
+            out = net.forward(x)
+            net.backward(np.ones_like(out))
+            assert relu._cache.__array_interface__["data"][0] == mask  # the same memory again
+        assert workspace.pooled_nbytes() == before
+        with cs.no_grad():
+            net.forward(x)
+        assert all(layer._cache is None for layer in net.layers)
+
+
 def test_free_arrays_are_recycled_and_the_pool_is_bounded() -> None:
     a = workspace.empty((300, 300), np.float32)
     address = a.__array_interface__["data"][0]

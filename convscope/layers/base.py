@@ -287,6 +287,14 @@ class Layer:
             self._cache, self._out_shape = None, None
         return y
 
+    def _forget(self) -> None:
+        """Drop what the last forward kept for backward, here and in every sublayer: a new
+        forward replaces it anyway, and dropped first its arrays (masks, indices, the inputs
+        kept) go back to the workspace pool in time for this forward to reuse them."""
+        self._cache, self._out_shape = None, None
+        for _, child in self.children():
+            child._forget()
+
     def _take(self, dy: Array) -> Any:
         """The forward cache, after checking dy has the output's shape."""
         if self._out_shape is None:
