@@ -16,13 +16,6 @@ from convscope.ops import jit, norm
 needs_numba = pytest.mark.skipif(not jit.available(), reason="numba is not installed")
 
 
-@pytest.fixture(autouse=True)
-def _kernels_off():
-    jit.enable(False)
-    yield
-    jit.enable(False)
-
-
 def _batch(rng, shape, layout, dtype):
     """x (N, C, H, W) in channels-first or channels-last memory, or (N, C)."""
     x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)

