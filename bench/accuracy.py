@@ -29,6 +29,7 @@ import numpy as np
 
 import convscope as cs
 from convscope.data import load_dataset
+from convscope.ops.threads import own_cores
 
 TIME_MAX = 1.2
 ACCURACY_SLACK = 0.01
@@ -75,13 +76,14 @@ def train_convscope(net: Any, data: tuple, orders: list) -> tuple[float, float]:
     loss_fn, opt = cs.CrossEntropyLoss(), cs.SGD(net, lr=LR, momentum=MOMENTUM)
     net.train()
     start = time.perf_counter()
-    for order in orders:
-        for i in range(0, len(order), BATCH):
-            idx = order[i:i + BATCH]
-            opt.zero_grad()
-            loss_fn.forward(net.forward(x[idx]), y[idx])
-            net.backward(loss_fn.backward(), input_grad=False)
-            opt.step()
+    with own_cores(on_demand=True):  # as convscope train shares the cores (ops/threads.py)
+        for order in orders:
+            for i in range(0, len(order), BATCH):
+                idx = order[i:i + BATCH]
+                opt.zero_grad()
+                loss_fn.forward(net.forward(x[idx]), y[idx])
+                net.backward(loss_fn.backward(), input_grad=False)
+                opt.step()
     wall = time.perf_counter() - start
     net.eval()
     with cs.no_grad():

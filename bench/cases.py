@@ -14,6 +14,7 @@ import numpy as np
 
 import convscope as cs
 from convscope.ops import jit
+from convscope.ops.threads import own_cores
 
 # (N, C_in, H, W, C_out, k, stride, pad) from the issue; the 224 one is forward only
 CONV_SHAPES: tuple[tuple[int, ...], ...] = (
@@ -267,11 +268,12 @@ def step_functions(torch: Any, name: str, batch: int = 64, seed: int = 0
     tloss, topt = torch.nn.CrossEntropyLoss(), torch.optim.SGD(tnet.parameters(), lr=0.01,
                                                                momentum=0.9)
 
-    def ours() -> Any:
-        opt.zero_grad()
-        loss = loss_fn.forward(net.forward(x), y)
-        net.backward(loss_fn.backward(), input_grad=False)
-        opt.step()
+    def ours() -> Any:  # the cores as convscope train shares them (convscope/ops/threads.py)
+        with own_cores(on_demand=True):
+            opt.zero_grad()
+            loss = loss_fn.forward(net.forward(x), y)
+            net.backward(loss_fn.backward(), input_grad=False)
+            opt.step()
         return loss
 
     def theirs() -> Any:

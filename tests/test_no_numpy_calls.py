@@ -45,6 +45,9 @@ NUMPY_MODULES = {
                        "_memory_view, which checks type(a) is np.ndarray)",
     "ops/jit_conv.py": "CPU kernels compiled by numba, reached only for NumPy arrays (each "
                        "wrapper checks type(a) is np.ndarray first)",
+    "ops/direct.py": "the compiled direct convolution, reached only for NumPy arrays (conv's "
+                     "plan takes it where direct.usable checks type(x) is np.ndarray)",
+    "ops/jit_direct.py": "CPU kernels compiled by numba, called only from ops/direct.py",
 }
 
 

@@ -119,7 +119,8 @@ def one_line(exc: BaseException) -> str:
 
 
 TRAIN_THREADS_HELP = (
-    "BLAS threads for the matrix products; 0: the BLAS library's own choice, one per core "
+    "threads for the matrix products (BLAS's) and the direct convolutions (convscope's: from "
+    "the first one on, BLAS runs on one thread); 0: the BLAS library's own choice, one per core "
     "(default: the cores no other process is running on when training starts, at least 1. "
     "Measured on 2 cores, batch 64: idle, 2 threads made a step 5%% (LeNet-5) to 26%% (the "
     "CIFAR-style net) faster than 1; with other jobs running, 2 threads were 4-5x slower than 1, "

@@ -120,3 +120,18 @@ def weight_matrix(w: Array, b: Array | None, p: Any) -> Array:
     if p.bias_col:
         wm = xp.concatenate([wm, b.reshape(1, p.k, 1).astype(w.dtype, copy=False)], axis=2)
     return wm
+
+
+def dy_matrix(dy: Array) -> Array:
+    """dY as a (K, N·OH·OW) matrix: a view when dy is channels-last or (K, N, OH, OW) in memory,
+    else a copy into (K, N, OH, OW) (runs of OH·OW numbers: a cheap transpose)."""
+    n, k, oh, ow = dy.shape
+    knhw = dy.transpose(1, 0, 2, 3)
+    if knhw.flags.c_contiguous:
+        return knhw.reshape(k, n * oh * ow)
+    nhwk = dy.transpose(0, 2, 3, 1)
+    if nhwk.flags.c_contiguous:
+        return nhwk.reshape(n * oh * ow, k).T
+    out = workspace.empty((k, n, oh, ow), dy.dtype, xp_of(dy))
+    out[...] = knhw
+    return out.reshape(k, n * oh * ow)

@@ -1,4 +1,6 @@
-"""The convolution as chunked im2col + one GEMM per chunk: the engine's fast path.
+"""The convolution as chunked im2col + one GEMM per chunk: the engine's fast path.  (Where the
+compiled kernels are on and the sizes fit, stride 1 or 2 and a multiple of 16 filters, as in a
+ResNet's convs, it is instead the direct convolution of :mod:`.direct`: no columns, no GEMM.)
 
 Every output number is a dot product of F·F·D inputs with one filter (the lecture's w·x + b).  Lay
 the F·F·D inputs under each output position out as one row of a matrix ``cols`` (M = N·OH·OW rows,
@@ -61,9 +63,9 @@ from typing import Any
 from .. import workspace
 from ..runtime import xp_of
 from ..shapes import Pads, Pair
-from . import jit, wide
+from . import direct, jit, wide
 from .col2im import input_grad_chunk
-from .columns import chunk_columns, columns_view, padded_source, weight_matrix
+from .columns import chunk_columns, columns_view, dy_matrix, padded_source, weight_matrix
 from .conv_rows import backward_rows, forward_rows
 from .layout import channels_innermost
 from .norm import channel_sum
@@ -88,6 +90,7 @@ TRANSPOSED = True
 # positions per row of cols, a GEMM P times wider; False: plain columns everywhere (the tests
 # run both).
 WIDE = True
+DIRECT = True  # direct convolutions where they fit, with the kernels on (see above); False: none
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,7 @@ class Plan:
     rows: bool  # row-flat columns over the width-padded grid (ops/conv_rows.py)
     wide: int = 1  # output positions per row of cols (ops/wide.py); 1: plain columns
     base: Plan | None = None  # a wide plan's plain one, which its backward pass runs on
+    direct: bool = False  # the compiled direct convolution (ops/direct.py): no columns
 
     @property
     def padded_hw(self) -> Pair:
@@ -150,17 +154,21 @@ def make_plan(x: Array, w: Array, bias: bool, stride: Pair, pads: Pads, dilation
     return _plan(tuple(x.shape), tuple(w.shape), bool(bias), tuple(stride), pads,
                  tuple(dilation), groups, tuple(out_hw), mode, channels_first,
                  ROWS and channels_first and tuple(stride) == (1, 1)
-                 and w.shape[0] < WIDE_K and jit.kernels() is None, WIDE)
+                 and w.shape[0] < WIDE_K and jit.kernels() is None, WIDE,
+                 DIRECT and direct.usable(x, w))
 
 
 @functools.lru_cache(maxsize=256)
 def _plan(x_shape: tuple, w_shape: tuple, bias: bool, stride: Pair, pads: Pads, dilation: Pair,
-          groups: int, out_hw: Pair, mode: str, channels_first: bool, rows: bool, widen: bool
-          ) -> Plan:
+          groups: int, out_hw: Pair, mode: str, channels_first: bool, rows: bool, widen: bool,
+          use_direct: bool = False) -> Plan:
     n, c, h, wd = x_shape
     k, _, kh, kw = w_shape
     base = Plan(n, c, h, wd, k, kh, kw, stride, dilation, pads, out_hw, groups, mode,
                 channels_first, bias and groups == 1, k >= WIDE_K, rows)
+    if use_direct and direct.fits(k, stride, dilation, groups, mode, out_hw[1]):
+        return dataclasses.replace(base, channels_first=False, out_channels_last=True,
+                                   rows=False, bias_col=False, direct=True, base=base)
     fits = widen and k >= WIDE_K and groups == 1 and stride == (1, 1) and dilation == (1, 1)
     p = wide.pixels(k, kw, out_hw[1], n * out_hw[0] * out_hw[1]) if fits else 1
     # from channels-first memory only where the wide copy's runs, (P + kW - 1)·C numbers, are
@@ -190,6 +198,9 @@ def conv2d_forward(x: Array, w: Array, b: Array | None, stride: Pair, pads: Pads
     """
     xp = xp_of(x)
     p = make_plan(x, w, b is not None, stride, pads, dilation, groups, out_hw, mode)
+    if p.direct and hook is None:  # no columns: the compiled direct convolution
+        return direct.forward(x, w, b, p.stride, p.pads, p.out_hw), (x, None, None, p)
+    p = p.narrow() if p.direct else p
     oh, ow = p.out_hw
     npos = oh * ow
     g, kg = p.groups, p.k // p.groups
@@ -230,21 +241,6 @@ def conv2d_forward(x: Array, w: Array, b: Array | None, stride: Pair, pads: Pads
 
 # ---------------------------------------------------------------------------------------------
 # backward
-
-
-def _dy_matrix(dy: Array) -> Array:
-    """dY as a (K, N·OH·OW) matrix: a view when dy is channels-last or (K, N, OH, OW) in memory,
-    else a copy into (K, N, OH, OW) (runs of OH·OW numbers: a cheap transpose)."""
-    n, k, oh, ow = dy.shape
-    knhw = dy.transpose(1, 0, 2, 3)
-    if knhw.flags.c_contiguous:
-        return knhw.reshape(k, n * oh * ow)
-    nhwk = dy.transpose(0, 2, 3, 1)
-    if nhwk.flags.c_contiguous:
-        return nhwk.reshape(n * oh * ow, k).T
-    out = workspace.empty((k, n, oh, ow), dy.dtype, xp_of(dy))
-    out[...] = knhw
-    return out.reshape(k, n * oh * ow)
 
 
 def _transposed_pads(p: Plan) -> Pads | None:
@@ -318,6 +314,13 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
     plain plan.
     """
     x, full, wm, pw = cache
+    if pw.direct:
+        if not need_dx or direct.input_grad_fits(pw.c, pw.w, pw.stride):
+            return direct.backward(dy, x, w, pw.stride, pw.pads, need_bias, need_dx)
+        # dx by im2col (fewer than 16 input channels), and dw, db with it
+        pw = pw.narrow()
+        full = padded_source(x, pw)
+        wm = weight_matrix(w, xp_of(w).zeros(pw.k, w.dtype) if pw.bias_col else None, pw)
     xp = xp_of(dy)
     p = pw.narrow()  # the backward runs on the plain plan, but for the wide columns of dW
     npos = p.out_hw[0] * p.out_hw[1]
@@ -336,7 +339,7 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
     if pw.wide > 1 and col2im:  # the plain plan's filters, for col2im
         wm = weight_matrix(w, xp.zeros(p.k, w.dtype) if p.bias_col else None, p)
     # dY as (K, M), for the plain dW and for col2im: a copy unless dy is channels-last
-    dyt = None if p.rows or (pw.wide > 1 and not col2im) else _dy_matrix(dy)
+    dyt = None if p.rows or (pw.wide > 1 and not col2im) else dy_matrix(dy)
     nc = p.chunk(dy.dtype.itemsize)
     starts = range(0, p.n, nc or 1)  # an empty batch: no chunk, dW = 0
     if col2im:

@@ -21,6 +21,7 @@ from ..formats.run_folder import RunLock
 from ..layers.container import Sequential
 from ..losses import CrossEntropyLoss
 from ..ops.jit import turned_on as compiled_kernels
+from ..ops.threads import own_cores
 from ..runtime import get_device, to_device, to_host, xp_of
 from . import checkpoint
 from .checkpoint import CHECKPOINT, METRICS, MODEL, fingerprint, on_host, seed_stochastic
@@ -76,8 +77,8 @@ class Trainer:
     first; each batch is copied there, nothing else crosses during a step; files, callbacks
     and reports see host copies of the weights (:func:`~.checkpoint.on_host`).
     ``jit``: numba's compiled kernels (:mod:`convscope.ops.jit`) while :meth:`fit` runs, where
-    numba is installed (``pip install 'convscope[fast]'``) and ``CONVSCOPE_JIT`` is not 0.
-    """
+    numba is installed (``pip install 'convscope[fast]'``) and ``CONVSCOPE_JIT`` is not 0; from
+    the first direct convolution on, the cores go to convscope's threads (ops/threads.py)."""
 
     def __init__(self, model: Sequential, config: TrainConfig | None = None, *,
                  normalizer: Normalizer | None = None, run_dir: str | Path | None = None,
@@ -102,8 +103,7 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.model_info = dict(model_info or {})
         self.callbacks = list(callbacks)
-        self.progress, self.log = progress, log
-        self.jit = jit
+        self.progress, self.log, self.jit = progress, log, jit
         self.loss_fn = CrossEntropyLoss(self.config.label_smoothing)
         self.optimizer = make_optimizer(model, self.config)
         # -- distributed: the flat gradient buffer; rank 0 alone speaks and writes --
@@ -204,7 +204,7 @@ class Trainer:
         :class:`~convscope.errors.RunFolderError` when another process trains in ``run_dir``
         (the run lock of formats/run_folder.py, held by the writing worker while it trains).
         """
-        with compiled_kernels(self.jit):
+        with compiled_kernels(self.jit), own_cores(on_demand=True):  # ops/threads.py
             if self.run_dir is None or not self.dp.is_root:
                 return self._fit(x_train, y_train, x_val, y_val, resume=resume)
             with RunLock(self.run_dir):

@@ -1,0 +1,199 @@
+"""The direct convolution's compiled kernels (numba, optional; see :mod:`.jit` and, for how
+they are called, :mod:`.direct`).
+
+y[n, oh, ow, k] = b[k] + Σ_(i, j, c) x[n, S·oh + i - P, S·ow + j - P, c] · w[k, c, i, j], for
+blocks of B = 4 neighbouring output positions × KB = 16 filters: 64 running sums, 8 AVX2
+registers of 8 floats.  Each turn of the innermost loop, over the input channels c, loads 4
+input numbers and 16 weights and does 64 multiply-adds in registers: the lecture's sliding
+filter, F·F·D multiply-adds per output, with nothing copied.  (im2col copies each input number
+F·F times into columns before its GEMM; those copies were 35-40% of a 3×3 forward on 16-64
+channels.)  The weight gradient keeps CB = 4 input channels × 16 filters of sums in registers
+over each row of output positions.
+
+The 64 sums are 64 local variables, so each kernel's body is written out as Python source
+(:func:`_forward_source`, :func:`_weight_grad_source`) and compiled from that text: a loop over
+16 lanes of an array would be loads and stores of memory that may alias, which LLVM cannot keep
+in registers.  LLVM's SLP vectorizer packs the scalar sums into vector registers.  numba turns
+that pass off by default (numba PR 8852, 2023, after miscompilations by LLVM 11-14); it is on
+for these kernels alone (:func:`_slp`), and the tests hold them to the NumPy path and to
+PyTorch.  Without it the forward ran at 3 GFLOP/s on one core, with it at 40-66 (64 images,
+16 -> 16 at 32×32 to 64 -> 64 at 8×8; PyTorch's oneDNN 65-112 on two cores).
+
+Each kernel exists for strides 1 and 2 (the stride a constant in its text, so that indices
+into a view from its first element are never negative: numba then checks no index for
+wrapping around).  They are plain Python too (:func:`source_kernel`, what the tests run
+without numba).  Each is compiled for one signature on first use, in the calling thread, and
+kept in numba's disk cache (which keys it by this file, whose every change changes the text).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+KB = 16  # filters per block: 2 AVX2 registers of float32 per output position
+B = 4  # output positions per block of the forward: B·KB = 64 sums, 8 registers
+CB = 4  # input channels per block of the weight gradient (fewer where C is not a multiple)
+
+
+def _forward_source(s: int) -> str:
+    """y5[n, oh, o, kb, k] = bias[kb·KB + k] + Σ_(i, j, c) x[n, s·oh + i - pt, s·o + j - pl, c]
+    · wp[kb, i, j, c, k] for images n0:n1, x zero outside its (H, W); x (N, H, W, C), wp (K/KB,
+    kH, kW, C, KB), y5 (N, OH, OW, K/KB, KB), a view whose last axis is contiguous.  Positions
+    go in blocks of B, the last block shifted left to end at OW (so OW >= B; a few sums computed
+    twice).  Rows of the filter outside x are skipped; a block whose B columns are not all
+    inside x reads through clamped columns and selects zero for those outside."""
+    def body(pad: str, edge: bool) -> list[str]:
+        out = []
+        if edge:
+            for b in range(B):
+                out += [f"{pad}q{b} = col + {s * b}",
+                        f"{pad}ok{b} = q{b} >= 0 and q{b} < w_n",
+                        f"{pad}q{b} = min(max(q{b}, 0), w_n - 1)"]
+        else:  # indices from 0 on a view: no negative-index handling in the loop
+            out.append(f"{pad}xs = xr[col:]")
+        out.append(f"{pad}for c in range(c_in):")
+        out += [f"{pad}    x{b} = xr[q{b}, c] if ok{b} else zero" if edge
+                else f"{pad}    x{b} = xs[{s * b}, c]" for b in range(B)]
+        out += [f"{pad}    w{k} = wij[c, {k}]" for k in range(KB)]
+        out += [f"{pad}    a{b}_{k} += x{b} * w{k}" for b in range(B) for k in range(KB)]
+        return out
+
+    lines = [f"def conv_forward_s{s}(x, wp, bias, y5, pt, pl, n0, n1):",
+             "    nkb, kh, kw, c_in, _ = wp.shape",
+             "    h_n, w_n = x.shape[1], x.shape[2]",
+             "    oh_n, ow_n = y5.shape[1], y5.shape[2]",
+             "    zero = x.dtype.type(0)",
+             "    for n in range(n0, n1):",
+             "        for oh in range(oh_n):",
+             "            for kb in range(nkb):",
+             "                wb = wp[kb]",
+             f"                for o0 in range(0, ow_n, {B}):",
+             f"                    o = min(o0, ow_n - {B})"]
+    lines += [f"                    a{b}_{k} = bias[kb * {KB} + {k}]"
+              for b in range(B) for k in range(KB)]
+    lines += ["                    for i in range(kh):",
+              f"                        r = {s} * oh + i - pt",
+              "                        if r < 0 or r >= h_n:",
+              "                            continue",
+              "                        xr = x[n, r]",
+              "                        for j in range(kw):",
+              "                            wij = wb[i, j]",
+              f"                            col = {s} * o + j - pl",
+              f"                            if col >= 0 and col + {s * (B - 1)} < w_n:"]
+    lines += body(" " * 32, False)
+    lines.append("                            else:")
+    lines += body(" " * 32, True)
+    for b in range(B):
+        lines.append(f"                    yr = y5[n, oh, o + {b}, kb]")
+        lines += [f"                    yr[{k}] = a{b}_{k}" for k in range(KB)]
+    return "\n".join(lines) + "\n"
+
+
+def _weight_grad_source(cb: int, s: int) -> str:
+    """dwp[kb, i, j, c, k] += Σ_(n, oh, ow) x[n, s·oh + i - pt, s·ow + j - pl, c] · dy5[n, oh,
+    ow, kb, k] for images n0:n1, over the positions whose input is inside x (N, H, W, C), C a
+    multiple of ``cb``; dy5 (N, OH, OW, K/KB, KB), dwp (K/KB, kH, kW, C, KB).  Sums for cb
+    channels × KB filters stay in registers over an image's positions."""
+    lines = [f"def conv_weight_grad_{cb}_s{s}(x, dy5, dwp, pt, pl, n0, n1):",
+             "    nkb, kh, kw, c_in, _ = dwp.shape",
+             "    h_n, w_n = x.shape[1], x.shape[2]",
+             "    oh_n, ow_n = dy5.shape[1], dy5.shape[2]",
+             "    for n in range(n0, n1):",
+             "        xn = x[n]",
+             "        dyn = dy5[n]",
+             "        for i in range(kh):",
+             f"            r0 = max(0, -((i - pt) // {s}))  # the rows whose input is inside x",
+             f"            r1 = min(oh_n, (h_n - 1 + pt - i) // {s} + 1)",
+             "            for j in range(kw):",
+             f"                lo = max(0, -((j - pl) // {s}))  # and the columns",
+             f"                m = min(ow_n, (w_n - 1 + pl - j) // {s} + 1) - lo",
+             "                for kb in range(nkb):",
+             "                    dwij = dwp[kb, i, j]",
+             f"                    for c0 in range(0, c_in, {cb}):"]
+    lines += [f"                        a{c}_{k} = dwij[c0 + {c}, {k}]"
+              for c in range(cb) for k in range(KB)]
+    lines += ["                        for oh in range(r0, r1):",
+              f"                            xs = xn[{s} * oh + i - pt, {s} * lo + j - pl:]",
+              "                            dys = dyn[oh, lo:]  # (views from 0: no wrapping)",
+              "                            for t in range(m):"]
+    lines += [f"                                x{c} = xs[{s} * t, c0 + {c}]" for c in range(cb)]
+    lines += [f"                                d{k} = dys[t, kb, {k}]" for k in range(KB)]
+    lines += [f"                                a{c}_{k} += x{c} * d{k}"
+              for c in range(cb) for k in range(KB)]
+    lines += [f"                        dwij[c0 + {c}, {k}] = a{c}_{k}"
+              for c in range(cb) for k in range(KB)]
+    return "\n".join(lines) + "\n"
+
+
+STRIDES = (1, 2)
+NAMES = tuple(f"conv_forward_s{s}" for s in STRIDES) + tuple(
+    f"conv_weight_grad_{cb}_s{s}" for cb in range(1, CB + 1) for s in STRIDES)
+_sources: dict[str, Any] = {}  # name -> the kernel as a Python function (made on first use)
+
+
+def source_kernel(name: str) -> Any:
+    """The kernel ``name`` (one of :data:`NAMES`) as a plain Python function, compiled from its
+    text as if written in this file (numba's disk cache finds a kernel by file and name)."""
+    fn = _sources.get(name)
+    if fn is None:
+        s = int(name.rsplit("_s", 1)[1])
+        text = (_forward_source(s) if name.startswith("conv_forward")
+                else _weight_grad_source(int(name.split("_")[3]), s))
+        namespace: dict[str, Any] = {"__name__": __name__}
+        exec(compile(text, __file__, "exec"), namespace)  # noqa: S102 - our own text, above
+        fn = _sources[name] = namespace[name]
+    return fn
+
+
+def channel_block(c: int) -> int:
+    """The weight gradient's channels per block for C input channels: the largest of 4, 3, 2,
+    1 that divides C."""
+    return next(cb for cb in range(CB, 0, -1) if c % cb == 0)
+
+
+_compiled: dict[tuple[str, str], Any] = {}  # (kernel, dtype) -> its compiled dispatcher
+_compile_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _slp() -> Iterator[None]:
+    """numba's SLP vectorizer on while this block compiles (numba reads it at each compile)."""
+    from numba.core import config  # noqa: PLC0415 - numba is optional and imported late
+
+    before = config.SLP_VECTORIZE
+    config.SLP_VECTORIZE = 1
+    try:
+        yield
+    finally:
+        config.SLP_VECTORIZE = before
+
+
+def _signature(name: str, dtype: np.dtype) -> str:
+    t = "float32" if dtype == np.float32 else "float64"
+    a4, a5 = f"{t}[:, :, :, ::1]", f"{t}[:, :, :, :, ::1]"
+    if name.startswith("conv_forward"):  # y5 any strides: dx's strided phases at stride 2
+        return f"void({a4}, {a5}, {t}[::1], {t}[:, :, :, :, :], int64, int64, int64, int64)"
+    return f"void({a4}, {a5}, {a5}, int64, int64, int64, int64)"
+
+
+def kernel(name: str, dtype: Any) -> Any:
+    """The compiled kernel ``name`` for ``dtype`` (float32 or float64): compiled, or loaded
+    from numba's cache, on first use in the calling thread, so a worker thread never compiles
+    (and a call with other array types fails rather than compiling there)."""
+    key = (name, np.dtype(dtype).name)
+    done = _compiled.get(key)
+    if done is None:
+        import numba  # noqa: PLC0415
+
+        with _compile_lock, _slp():
+            done = _compiled.get(key)
+            if done is None:
+                done = numba.njit(_signature(name, np.dtype(dtype)), cache=True, nogil=True,
+                                  fastmath={"contract"}, boundscheck=False)(source_kernel(name))
+                _compiled[key] = done
+    return done
