@@ -166,7 +166,7 @@ def _plan(x_shape: tuple, w_shape: tuple, bias: bool, stride: Pair, pads: Pads, 
     k, _, kh, kw = w_shape
     base = Plan(n, c, h, wd, k, kh, kw, stride, dilation, pads, out_hw, groups, mode,
                 channels_first, bias and groups == 1, k >= WIDE_K, rows)
-    if use_direct and direct.fits(k, stride, dilation, groups, mode, out_hw[1]):
+    if use_direct and direct.fits(c, k, stride, dilation, groups, mode, out_hw[1]):
         return dataclasses.replace(base, channels_first=False, out_channels_last=True,
                                    rows=False, bias_col=False, direct=True, base=base)
     fits = widen and k >= WIDE_K and groups == 1 and stride == (1, 1) and dilation == (1, 1)
@@ -317,7 +317,7 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
     if pw.direct:
         if not need_dx or direct.input_grad_fits(pw.c, pw.w, pw.stride):
             return direct.backward(dy, x, w, pw.stride, pw.pads, need_bias, need_dx)
-        # dx by im2col (fewer than 16 input channels), and dw, db with it
+        # dx by im2col where its kernel does not fit (an image's few channels), dw, db with it
         pw = pw.narrow()
         full = padded_source(x, pw)
         wm = weight_matrix(w, xp_of(w).zeros(pw.k, w.dtype) if pw.bias_col else None, pw)

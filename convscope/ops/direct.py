@@ -34,11 +34,15 @@ DW_PARTS = 4  # runs of the batch whose weight gradients are summed (fixed: see 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def fits(k: int, stride: tuple, dilation: tuple, groups: int, mode: str, out_w: int) -> bool:
+def fits(c: int, k: int, stride: tuple, dilation: tuple, groups: int, mode: str, out_w: int
+         ) -> bool:
     """Whether a convolution runs here: stride 1 or 2 both ways, no dilation or groups, zero
-    padding, a multiple of 16 filters (the register block) and at least B output columns."""
+    padding, a multiple of 16 filters (the register block), at least B output columns, and a
+    multiple of 16 input channels (so that dx runs here too) or at most 4 (an image's, whose dx
+    a network seldom needs: where it does, the im2col path gives it)."""
     return (stride[0] == stride[1] and stride[0] in STRIDES and dilation == (1, 1)
-            and groups == 1 and mode == "zeros" and k % KB == 0 and out_w >= B)
+            and groups == 1 and mode == "zeros" and k % KB == 0 and out_w >= B
+            and (c % KB == 0 or c <= 4))
 
 
 def input_grad_fits(c: int, w: int, stride: tuple) -> bool:
