@@ -7,6 +7,7 @@ the next layer would hand them).  PyTorch runs its defaults: ``torch.nn`` module
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -126,7 +127,8 @@ def conv_cases(torch: Any, shape: tuple[int, ...], rng: np.random.Generator) -> 
     label = f"conv {n}x{c}x{h}x{w} -> {k} {f}x{f}" + (f" s{s}" if s > 1 else "") + \
         (f" p{p}" if p else "")
     gemm_fwd, gemm_fwd_flops = replay(record_gemms(ours_fwd))
-    cases = [Case(label + " fwd", "conv-fwd", ours_fwd, torch_fwd, 2.0 * macs, gemm=gemm_fwd,
+    cases = [Case(label + " fwd", "conv-fwd", ours_fwd, torch_fwd, 2.0 * macs,
+                  gemm=gemm_fwd if gemm_fwd_flops else None,  # none: a direct convolution
                   gemm_flops=gemm_fwd_flops, info={"shape": shape, "forward_gflop": 2e-9 * macs})]
     if shape in FORWARD_ONLY:
         return cases
@@ -154,19 +156,22 @@ def conv_cases(torch: Any, shape: tuple[int, ...], rng: np.random.Generator) -> 
 
     gemm_all, gemm_all_flops = replay(record_gemms(ours_fb))
     cases.append(Case(label + " fwd+bwd", "conv-fwdbwd", ours_fb, torch_fb, 6.0 * macs,
-                      gemm=gemm_all, gemm_flops=gemm_all_flops, textbook=textbook_fb,
+                      gemm=gemm_all if gemm_all_flops else None, gemm_flops=gemm_all_flops,
+                      textbook=textbook_fb,
                       info={"shape": shape, "forward_gflop": 2e-9 * macs}))
     return cases
 
 
 def _fwd_bwd(name: str, layer: Any, x: np.ndarray, dy: np.ndarray, tlayer: Any, tx: Any,
-             tdy: Any, kernels: bool = True, **kw: Any) -> Case:
+             tdy: Any, kernels: bool = True, own: bool = False, **kw: Any) -> Case:
     """One layer's forward then backward of dy, against the torch layer's on tx (a leaf that
     requires grad); ``kernels=False``: convscope's NumPy path even where the compiled kernels
-    (convscope.ops.jit) are on."""
+    (convscope.ops.jit) are on; ``own``: on convscope's threads, as in the training step of a
+    network whose convolutions run direct (convscope/ops/threads.py)."""
 
     def ours() -> Any:
-        with jit.turned_on(kernels and jit.kernels() is not None):
+        with jit.turned_on(kernels and jit.kernels() is not None), \
+                own_cores() if own and kernels else contextlib.nullcontext():
             layer.forward(x)
             return layer.backward(dy)
 
@@ -202,11 +207,11 @@ def layer_cases(torch: Any, rng: np.random.Generator) -> list[Case]:
             continue  # no compiled kernels: the first pair ran the NumPy path
         out += [_fwd_bwd(f"batch norm 64x32x32x32 fwd+bwd{suffix}", cs.BatchNorm2D(32), x, bdy,
                          torch.nn.BatchNorm2d(32), leaf(x), torch.from_numpy(bdy.copy()),
-                         kernels=kernels, info={"kernels": kernels}),
+                         kernels=kernels, own=True, info={"kernels": kernels}),
                 _fwd_bwd(f"batch norm 64x32x32x32 channels-last fwd+bwd{suffix}",
                          cs.BatchNorm2D(32), last(x), last(bdy), torch.nn.BatchNorm2d(32),
                          leaf(x, cl), torch.from_numpy(bdy.copy()).to(memory_format=cl),
-                         kernels=kernels, info={"kernels": kernels})]
+                         kernels=kernels, own=True, info={"kernels": kernels})]
     out.append(_fwd_bwd("linear 256x1024 -> 1024 fwd+bwd", cs.Linear(1024, 1024, seed=0), fx,
                         fdy, torch.nn.Linear(1024, 1024), leaf(fx), torch.from_numpy(fdy.copy()),
                         flops=6.0 * 256 * 1024 * 1024))

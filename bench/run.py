@@ -280,7 +280,8 @@ def targets(result: dict) -> list[dict]:
     for r in (r for r in rows if r["name"].startswith("batch norm") and r.get("kernels", True)):
         add(f"{r['name']}: ratio <= {BN_MAX}", r["ratio"], BN_MAX, r["ratio"] <= BN_MAX)
     for r in rows:
-        if r["group"].startswith("conv") and r.get("forward_gflop", 0) >= C.BIG_GFLOP:
+        if (r["group"].startswith("conv") and r.get("forward_gflop", 0) >= C.BIG_GFLOP
+                and "gemm_fraction" in r):  # (none: a direct convolution, no GEMM)
             add(f"{r['name']}: GEMMs >= {GEMM_FRACTION_MIN:.0%} of the NumPy GEMM ceiling",
                 r["gemm_fraction"], GEMM_FRACTION_MIN, r["gemm_fraction"] >= GEMM_FRACTION_MIN)
     for row in (r for r in rows if r["group"] == "infer"):

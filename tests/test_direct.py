@@ -82,7 +82,7 @@ def test_the_kernels_python_source_gives_the_convolution_and_its_weight_gradient
     win = _windows(xl, pads, f, s, out_hw)
     y5 = np.empty((n, *out_hw, 1, k))
     jit_direct.source_kernel(f"conv_forward_s{s}")(xl, direct._packed(w), b, y5, pads[0][0],
-                                                   pads[1][0], 0, n)
+                                                   pads[1][0], 0, n * out_hw[0])
     want_y = b + sum(win(i, j) @ w[:, :, i, j].T for i in range(f) for j in range(f))
     np.testing.assert_allclose(y5.reshape(n, *out_hw, k), want_y, rtol=1e-12, atol=1e-12)
     dy = rng.standard_normal((n, *out_hw, k))
@@ -248,10 +248,12 @@ def test_own_cores_gives_blas_one_thread_and_restores_it():
         assert threads.threads() == 3 and blas.num_threads == 1
     assert blas.num_threads == before and threads.threads() == max(1, before)
     with threads.own_cores(2, on_demand=True):
-        assert blas.num_threads == before  # nothing ran on our threads yet
+        assert blas.num_threads == before  # no direct convolution yet
         threads.run(lambda: None, [()])
-        assert blas.num_threads == 1 and threads.threads() == 2
-    assert blas.num_threads == before
+        assert blas.num_threads == before and threads.owned() == 1  # a run alone takes nothing
+        threads.take()
+        assert blas.num_threads == 1 and threads.threads() == 2 == threads.owned()
+    assert blas.num_threads == before and threads.owned() == 1
 
 
 def test_own_cores_in_another_thread_leaves_blas_to_the_main_thread():
@@ -305,3 +307,32 @@ def test_stride_two_input_gradient_by_phases(c, k, h, wd, f, pad):
     assert p.direct and direct.input_grad_fits(c, wd, (2, 2))
     for got, want in zip((y, dx, dw, db), _torch_conv(x, w, b, pads, dy, 2)):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+@needs_numba
+@pytest.mark.parametrize("last", [False, True])
+def test_batch_norm_and_relu_split_over_threads_give_the_same_numbers(last):
+    rng = np.random.default_rng(7)
+    shape = (8, 16, 32, 32)  # 131072 numbers: above jit.SPLIT_FROM
+    x = rng.standard_normal(shape).astype(np.float32) * 3 + 1
+    dy = rng.standard_normal(shape).astype(np.float32)
+    x, dy = (_channels_last(x), _channels_last(dy)) if last else (x, dy)
+    outs = []
+    for t in (1, 2, 3):
+        with jit.turned_on(), threads.own_cores(t):
+            assert threads.owned() == t
+            bn, relu = cs.BatchNorm2D(16), cs.ReLU()
+            y = bn.forward(x)
+            r = relu.forward(y)
+            outs.append([np.array(a) for a in (y, r, relu.backward(dy), bn.backward(dy),
+                                               bn.grads["weight"], bn.grads["bias"])])
+    with jit.turned_on(False):
+        bn, relu = cs.BatchNorm2D(16), cs.ReLU()
+        y = bn.forward(x)
+        ref = [y, relu.forward(y), relu.backward(dy), bn.backward(dy), bn.grads["weight"],
+               bn.grads["bias"]]
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            assert np.array_equal(a, b)
+    for a, b in zip(outs[0], ref):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-3)

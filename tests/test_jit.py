@@ -45,7 +45,7 @@ def _python_kernels_run(x, gamma, beta, dy):
     c = xv.shape[1]
     stats, sums, m, mi = np.zeros((2, c)), np.zeros((2, c)), len(xv), np.empty((2, c))
     if kind == "nci":
-        jit.bn_forward_nci(xv, gamma, beta, 1e-5, True, unused, y, stats, mi)
+        jit.bn_forward_nci(xv, gamma, beta, 1e-5, True, unused, y, stats, mi, 0, xv.shape[1])
     else:  # the two sweeps that bn_forward runs
         shift = xv[0].astype(np.float64)
         jit.col_shifted_sums_mc(xv, shift, stats)
@@ -55,7 +55,7 @@ def _python_kernels_run(x, gamma, beta, dy):
         jit.normalise_mc(xv, mi[0], mi[1], gamma, beta, True, unused, y)
     scale = gamma * (1 / np.sqrt(stats[1] + 1e-5)).astype(x.dtype)
     if kind == "nci":
-        jit.bn_backward_nci(dyv, xv, mi[0], mi[1], scale, True, dx, sums)
+        jit.bn_backward_nci(dyv, xv, mi[0], mi[1], scale, True, dx, sums, 0, dyv.shape[1])
     else:
         jit.col_grad_sums_mc(dyv, xv, mi[0], mi[1], sums)
         jit.input_grad_mc(dyv, xv, mi[0], mi[1], sums[0] / m, sums[1] / m, scale, True, dx)

@@ -27,7 +27,7 @@ from .. import workspace
 from . import jit, jit_direct
 from .jit_direct import B, KB, STRIDES
 from .norm import channel_sum
-from .threads import run, split
+from .threads import run, split, take
 
 Array = Any
 DW_PARTS = 4  # runs of the batch whose weight gradients are summed (fixed: see above)
@@ -78,11 +78,12 @@ def _convolve(src: Array, wp: Array, bias: Array, top_left: tuple, out: Array, s
     """out (N, OH, OW, K), a view with its last axis contiguous, = the forward kernel at stride
     s on src (N, H, W, C), zero-padded by top_left = (pt, pl) above and to the left."""
     n, oh, ow, k = out.shape
+    take()  # the cores, where an on_demand own_cores block waits for this
     if n and oh:  # (N, OH, OW, K/KB, KB): a view, whatever out's first three strides
         y5 = np.lib.stride_tricks.as_strided(out, (n, oh, ow, k // KB, KB),
                                              out.strides[:3] + (KB * out.itemsize, out.itemsize))
-        run(jit_direct.kernel(f"conv_forward_s{s}", src.dtype),
-            [(src, wp, bias, y5, *top_left, n0, n1) for n0, n1 in split(n)])
+        run(jit_direct.kernel(f"conv_forward_s{s}", src.dtype),  # rows n·OH + oh split
+            [(src, wp, bias, y5, *top_left, t0, t1) for t0, t1 in split(n * oh)])
 
 
 def forward(x: Array, w: Array, b: Array | None, stride: tuple, pads: tuple, out_hw: tuple
@@ -133,6 +134,7 @@ def backward(dy: Array, x: Array, w: Array, stride: tuple, pads: tuple, need_bia
     dy5 = dyl.reshape(n, oh, ow, k // KB, KB)
     parts = [np.zeros((k // KB, kh, kw, c, KB), w.dtype) for _ in split(n, DW_PARTS)]
     if n:
+        take()
         name = f"conv_weight_grad_{jit_direct.channel_block(c)}_s{s}"
         run(jit_direct.kernel(name, w.dtype),
             [(xl, dy5, part, pads[0][0], pads[1][0], n0, n1)

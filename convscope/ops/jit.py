@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from .threads import owned, run, split
+
 Array = Any
 _state: dict[str, Any] = {"on": False, "kernels": None}
 _registry: dict[str, Any] = {}  # name -> the Python function that numba compiles
@@ -133,18 +135,16 @@ def normalise_mc(x: Array, mu: Array, inv: Array, gamma: Array, beta: Array, aff
 
 
 def bn_forward_nci(x: Array, gamma: Array, beta: Array, eps: float, affine: bool, xhat: Array,
-                   y: Array, stats: Array, mi: Array) -> None:
-    """Batch norm's training forward on x (N, C, L), channel by channel: stats[0] = mean,
+                   y: Array, stats: Array, mi: Array, k0: int, k1: int) -> None:
+    """Batch norm's training forward on x (N, C, L), channels k0:k1 one by one: stats[0] = mean,
     stats[1] = biased variance over n and l (float64, one sweep of shifted sums as
     :func:`col_shifted_sums_mc`), then x̂ = (x - mean) / sqrt(var + eps) in a second (x's
     dtype), written as in :func:`normalise_mc`; mi[0], mi[1] = the mean and 1 / std used, in
     x's dtype."""
-    n, c, ln = x.shape
+    n, _, ln = x.shape
     m = max(n * ln, 1)
-    mean = np.zeros(c)
-    var = np.zeros(c)
     one = np.empty(2, x.dtype)
-    for k in range(c):
+    for k in range(k0, k1):
         shift = x[0, k, 0] * 1.0 if n * ln else 0.0  # float64, as col_shifted_sums_mc
         s = 0.0
         s2 = 0.0
@@ -153,10 +153,11 @@ def bn_forward_nci(x: Array, gamma: Array, beta: Array, eps: float, affine: bool
                 d = x[i, k, j] - shift
                 s += d
                 s2 += d * d
-        mean[k] = shift + s / m
-        var[k] = max(s2 / m - (s / m) ** 2, 0.0)
-        one[0] = mean[k]  # x's dtype for the sweep below
-        one[1] = 1.0 / math.sqrt(var[k] + eps)
+        mean = shift + s / m
+        var = max(s2 / m - (s / m) ** 2, 0.0)
+        stats[0, k], stats[1, k] = mean, var
+        one[0] = mean  # x's dtype for the sweep below
+        one[1] = 1.0 / math.sqrt(var + eps)
         mu, inv = one[0], one[1]
         mi[0, k], mi[1, k] = mu, inv
         for i in range(n):
@@ -166,8 +167,6 @@ def bn_forward_nci(x: Array, gamma: Array, beta: Array, eps: float, affine: bool
                     y[i, k, j] = v * gamma[k] + beta[k]
                 else:
                     xhat[i, k, j] = v
-    stats[0] = mean
-    stats[1] = var
 
 
 def col_grad_sums_mc(dy: Array, xs: Array, mu: Array, inv: Array, out: Array) -> None:
@@ -197,14 +196,14 @@ def input_grad_mc(dy: Array, xs: Array, mu: Array, inv: Array, mb: Array, mg: Ar
 
 
 def bn_backward_nci(dy: Array, xs: Array, mu: Array, inv: Array, scale: Array,
-                    batch_stats: bool, dx: Array, sums: Array) -> None:
-    """Batch norm's backward on dy, xs (N, C, L), channel by channel: sums[0] = Σ dy,
+                    batch_stats: bool, dx: Array, sums: Array, k0: int, k1: int) -> None:
+    """Batch norm's backward on dy, xs (N, C, L), channels k0:k1 one by one: sums[0] = Σ dy,
     sums[1] = Σ dy · x̂ (float64, one sweep), then dx as in :func:`input_grad_mc`, x̂ as in
     :func:`col_grad_sums_mc`."""
-    n, c, ln = dy.shape
+    n, _, ln = dy.shape
     m = max(n * ln, 1)
     one = np.empty(2, dy.dtype)
-    for k in range(c):
+    for k in range(k0, k1):
         sb = 0.0
         sg = 0.0
         for i in range(n):
@@ -229,25 +228,33 @@ def bn_forward(kind: str, x: Array, xhat: Array, y: Array, gamma: Array | None,
                beta: Array | None, eps: float) -> tuple[Array, Array, Array, Array]:
     """Batch norm's training forward on ('mc' or 'nci') views: y written in place (x̂ into
     ``xhat`` without gamma, y ignored then); returns (mean, var, mu, inv) in x's dtype, the last
-    two what x̂ = (x - mu) · inv was computed with (the backward recomputes x̂ from them)."""
+    two what x̂ = (x - mu) · inv was computed with (the backward recomputes x̂ from them).
+    Large arrays are split over convscope's threads (:mod:`.threads`): channels for 'nci', and
+    for 'mc' rows, the sums over :data:`PARTS` runs of rows added in order."""
     k, c = kernels(), x.shape[1]
     g = np.empty(0, x.dtype) if gamma is None else gamma
     b = np.empty(0, x.dtype) if beta is None else beta
     stats = np.empty((2, c))
+    affine = gamma is not None
     if kind == "nci":
         mi = np.empty((2, c), x.dtype)
-        k.bn_forward_nci(x, g, b, float(eps), gamma is not None, xhat, y, stats, mi)
+        run(k.bn_forward_nci, [(x, g, b, float(eps), affine, xhat, y, stats, mi, c0, c1)
+                               for c0, c1 in _parts(x, c)], owned())
         mu, inv = mi
     else:
         m = max(x.shape[0], 1)
         shift = x[0].astype(np.float64) if len(x) else np.zeros(c)
-        sums = np.zeros((2, c))
-        k.col_shifted_sums_mc(x, shift, sums)
-        s1, s2 = sums / m
+        rows = split(x.shape[0], PARTS)
+        sums = np.zeros((len(rows), 2, c))
+        run(k.col_shifted_sums_mc, [(x[r0:r1], shift, sums[i]) for i, (r0, r1) in enumerate(rows)],
+            owned())
+        s1, s2 = sum(sums[1:], sums[0]) / m
         stats[0] = shift + s1
         stats[1] = np.maximum(s2 - s1 * s1, 0.0)
         mu, inv = stats[0].astype(x.dtype), (1.0 / np.sqrt(stats[1] + eps)).astype(x.dtype)
-        k.normalise_mc(x, mu, inv, g, b, gamma is not None, xhat, y)
+        run(k.normalise_mc, [(x[r0:r1], mu, inv, g, b, affine, xhat[r0:r1] if not affine else xhat,
+                              y[r0:r1] if affine else y) for r0, r1 in _parts(x, x.shape[0])],
+            owned())
     mean, var = stats.astype(x.dtype)
     return mean, var, mu, inv
 
@@ -256,18 +263,34 @@ def bn_backward(kind: str, dy: Array, xs: Array, dx: Array, scale: Array, batch_
                 mu_inv: tuple[Array, Array] | None = None) -> tuple[Array, Array]:
     """Batch norm's backward on ('mc' or 'nci') views: dx written in place; returns (dgamma,
     dbeta) in dy's dtype.  ``xs``: x̂, or with ``mu_inv`` = (mu, inv) x itself, x̂ = (x - mu)
-    · inv recomputed in the sweeps."""
+    · inv recomputed in the sweeps.  Split over threads as :func:`bn_forward`."""
     k, c = kernels(), dy.shape[1]
     mu, inv = mu_inv if mu_inv is not None else (np.zeros(c, xs.dtype), np.ones(c, xs.dtype))
-    sums = np.zeros((2, c))
     if kind == "nci":
-        k.bn_backward_nci(dy, xs, mu, inv, scale, bool(batch_stats), dx, sums)
+        sums = np.zeros((2, c))
+        run(k.bn_backward_nci, [(dy, xs, mu, inv, scale, bool(batch_stats), dx, sums, c0, c1)
+                                for c0, c1 in _parts(dy, c)], owned())
     else:
-        k.col_grad_sums_mc(dy, xs, mu, inv, sums)
+        rows = split(dy.shape[0], PARTS)
+        parts = np.zeros((len(rows), 2, c))
+        run(k.col_grad_sums_mc, [(dy[r0:r1], xs[r0:r1], mu, inv, parts[i])
+                                 for i, (r0, r1) in enumerate(rows)], owned())
+        sums = sum(parts[1:], parts[0])
         mb, mg = (sums / max(dy.shape[0], 1)).astype(dy.dtype)
-        k.input_grad_mc(dy, xs, mu, inv, mb, mg, scale, bool(batch_stats), dx)
+        run(k.input_grad_mc, [(dy[r0:r1], xs[r0:r1], mu, inv, mb, mg, scale, bool(batch_stats),
+                               dx[r0:r1]) for r0, r1 in _parts(dy, dy.shape[0])], owned())
     dbeta, dgamma = sums.astype(dy.dtype)
     return dgamma, dbeta
+
+
+PARTS = 4  # runs of rows whose sums are added (fixed: the sums do not depend on the threads)
+SPLIT_FROM = 1 << 16  # numbers from which a sweep is split over the threads
+
+
+def _parts(a: Array, n: int) -> list[tuple[int, int]]:
+    """(start, stop) runs of a's axis of length n for the sweeps that need no sum: one per
+    thread of a :func:`.threads.own_cores` block where a is large enough, else one."""
+    return split(n, owned()) if a.size >= SPLIT_FROM else [(0, n)]
 
 
 KERNELS = (col_shifted_sums_mc, normalise_mc, bn_forward_nci, col_grad_sums_mc,

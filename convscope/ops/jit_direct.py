@@ -42,10 +42,10 @@ CB = 4  # input channels per block of the weight gradient (fewer where C is not 
 
 def _forward_source(s: int) -> str:
     """y5[n, oh, o, kb, k] = bias[kb·KB + k] + Σ_(i, j, c) x[n, s·oh + i - pt, s·o + j - pl, c]
-    · wp[kb, i, j, c, k] for images n0:n1, x zero outside its (H, W); x (N, H, W, C), wp (K/KB,
-    kH, kW, C, KB), y5 (N, OH, OW, K/KB, KB), a view whose last axis is contiguous.  Positions
-    go in blocks of B, the last block shifted left to end at OW (so OW >= B; a few sums computed
-    twice).  Rows of the filter outside x are skipped; a block whose B columns are not all
+    · wp[kb, i, j, c, k] for the output rows t0:t1 of the batch (t = n·OH + oh), x zero outside
+    its (H, W); x (N, H, W, C), wp (K/KB, kH, kW, C, KB), y5 (N, OH, OW, K/KB, KB), a view whose
+    last axis is contiguous.  Positions go in blocks of B, the last block shifted left to end at
+    OW (so OW >= B; a few sums computed twice).  Rows of the filter outside x are skipped; a block whose B columns are not all
     inside x reads through clamped columns and selects zero for those outside."""
     def body(pad: str, edge: bool) -> list[str]:
         out = []
@@ -63,34 +63,34 @@ def _forward_source(s: int) -> str:
         out += [f"{pad}    a{b}_{k} += x{b} * w{k}" for b in range(B) for k in range(KB)]
         return out
 
-    lines = [f"def conv_forward_s{s}(x, wp, bias, y5, pt, pl, n0, n1):",
+    lines = [f"def conv_forward_s{s}(x, wp, bias, y5, pt, pl, t0, t1):",
              "    nkb, kh, kw, c_in, _ = wp.shape",
              "    h_n, w_n = x.shape[1], x.shape[2]",
              "    oh_n, ow_n = y5.shape[1], y5.shape[2]",
              "    zero = x.dtype.type(0)",
-             "    for n in range(n0, n1):",
-             "        for oh in range(oh_n):",
-             "            for kb in range(nkb):",
-             "                wb = wp[kb]",
-             f"                for o0 in range(0, ow_n, {B}):",
-             f"                    o = min(o0, ow_n - {B})"]
-    lines += [f"                    a{b}_{k} = bias[kb * {KB} + {k}]"
+             "    for t in range(t0, t1):  # output rows: row oh of image n is t = n·OH + oh",
+             "        n, oh = t // oh_n, t % oh_n",
+             "        for kb in range(nkb):",
+             "            wb = wp[kb]",
+             f"            for o0 in range(0, ow_n, {B}):",
+             f"                o = min(o0, ow_n - {B})"]
+    lines += [f"                a{b}_{k} = bias[kb * {KB} + {k}]"
               for b in range(B) for k in range(KB)]
-    lines += ["                    for i in range(kh):",
-              f"                        r = {s} * oh + i - pt",
-              "                        if r < 0 or r >= h_n:",
-              "                            continue",
-              "                        xr = x[n, r]",
-              "                        for j in range(kw):",
-              "                            wij = wb[i, j]",
-              f"                            col = {s} * o + j - pl",
-              f"                            if col >= 0 and col + {s * (B - 1)} < w_n:"]
-    lines += body(" " * 32, False)
-    lines.append("                            else:")
-    lines += body(" " * 32, True)
+    lines += ["                for i in range(kh):",
+              f"                    r = {s} * oh + i - pt",
+              "                    if r < 0 or r >= h_n:",
+              "                        continue",
+              "                    xr = x[n, r]",
+              "                    for j in range(kw):",
+              "                        wij = wb[i, j]",
+              f"                        col = {s} * o + j - pl",
+              f"                        if col >= 0 and col + {s * (B - 1)} < w_n:"]
+    lines += body(" " * 28, False)
+    lines.append("                        else:")
+    lines += body(" " * 28, True)
     for b in range(B):
-        lines.append(f"                    yr = y5[n, oh, o + {b}, kb]")
-        lines += [f"                    yr[{k}] = a{b}_{k}" for k in range(KB)]
+        lines.append(f"                yr = y5[n, oh, o + {b}, kb]")
+        lines += [f"                yr[{k}] = a{b}_{k}" for k in range(KB)]
     return "\n".join(lines) + "\n"
 
 

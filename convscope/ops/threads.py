@@ -1,4 +1,5 @@
-"""convscope's own threads, for the compiled kernels that split the batch (:mod:`.direct`).
+"""convscope's own threads: the direct convolutions (:mod:`.direct`) split the batch's output
+rows over them, and inside :func:`own_cores` batch norm and ReLU split their sweeps too.
 
 How many: :func:`threads`, BLAS's thread count now (threadpoolctl reads it, so ``--threads`` and
 ``threadpool_limits`` set it for both), or inside :func:`own_cores` the count it was given.
@@ -8,7 +9,8 @@ next one, for about 2^28 cycles (0.1 s), on the cores our threads want.  A ResNe
 stride-1 convolutions ran direct on 2 threads, alternating in one process: 586 ms with BLAS on
 2 threads (its other convolutions' GEMMs waking the spinners), 416 with BLAS on 1 thread and
 our 2 (and 524 all by im2col on BLAS's 2).  So while a network's convolutions run direct, the
-trainer gives the cores to convscope's threads and BLAS one (:mod:`convscope.train.trainer`).
+trainer gives the cores to convscope's threads and BLAS one (:mod:`convscope.train.trainer`);
+outside such a block the element-wise kernels stay on one thread (:func:`owned`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,13 @@ def threads() -> int:
     return max(1, int(blas.num_threads)) if blas is not None else 1
 
 
+def owned() -> int:
+    """The threads of a :func:`own_cores` block that holds the cores now, else 1: what the
+    element-wise kernels split over (outside such a block BLAS's threads may be spinning on the
+    other cores, and a split of a few milliseconds' work lost to them)."""
+    return getattr(_local, "own", None) or 1
+
+
 @contextlib.contextmanager
 def own_cores(n: int | None = None, on_demand: bool = False) -> Iterator[None]:
     """convscope's threads, ``n`` of them (None: BLAS's count on entry), and BLAS on one thread
@@ -100,12 +109,17 @@ def split(n: int, parts: int | None = None) -> list[tuple[int, int]]:
     return [(n * i // t, n * (i + 1) // t) for i in range(t)]
 
 
-def run(fn: Any, calls: list[tuple]) -> None:
-    """fn(*args) for every args in ``calls``, over :func:`threads` threads (this one and the
-    pool's); calls[i] runs on thread i mod T, in order."""
+def take() -> None:
+    """Where an ``on_demand`` :func:`own_cores` block is waiting for its first direct
+    convolution: take the cores now."""
     if getattr(_local, "armed", None) is not None:
         _claim()
-    t = max(1, min(threads(), len(calls)))
+
+
+def run(fn: Any, calls: list[tuple], count: int | None = None) -> None:
+    """fn(*args) for every args in ``calls``, over ``count`` threads (None: :func:`threads`;
+    this one and the pool's); calls[i] runs on thread i mod that count, in order."""
+    t = max(1, min(threads() if count is None else count, len(calls)))
     if t == 1:
         for args in calls:
             fn(*args)
