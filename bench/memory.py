@@ -3,7 +3,8 @@
 ``python -m bench.memory NET LIBRARY THREADS`` prints one JSON line.  After the model, the data
 and the optimiser exist, the peak resident set (VmHWM) is reset (``/proc/self/clear_refs``) and
 three training steps run; the figure is the peak minus the resident set before the first step:
-everything the steps needed, workspaces and optimiser state included.  For convscope the
+everything the steps needed, workspaces and optimiser state included.  convscope runs with its
+compiled kernels on where numba is installed, as ``convscope train`` does.  For convscope the
 tracemalloc peak (NumPy reports its arrays to it) is given too.
 """
 
@@ -35,6 +36,20 @@ def _reset_peak() -> bool:
         return False
 
 
+def _load_kernels() -> None:
+    """The compiled kernels on, as in ``convscope train``, and every float32 one loaded (from
+    numba's cache, or compiled) before the peak is reset: the steps' peak is then their
+    arrays', not the compiler's."""
+    import numpy as np
+
+    from convscope.ops import jit, jit_direct
+
+    if jit.enable(True):
+        jit.kernels()
+        for name in jit_direct.NAMES:
+            jit_direct.kernel(name, np.float32)
+
+
 def measure(net: str, library: str, threads: int) -> dict:
     from threadpoolctl import threadpool_limits
 
@@ -43,6 +58,8 @@ def measure(net: str, library: str, threads: int) -> dict:
     from .cases import step_functions
 
     torch.set_num_threads(threads)
+    if library == "convscope":
+        _load_kernels()
     with threadpool_limits(limits=threads, user_api="blas"):
         ours, theirs = step_functions(torch, net)
         fn = ours if library == "convscope" else theirs

@@ -208,7 +208,8 @@ def run_memory(threads: int, log: Any) -> dict:
     for net in C.NETS:
         for lib in ("convscope", "torch"):
             cmd = [sys.executable, "-m", "bench.memory", net, lib, str(threads)]
-            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+            env = dict(os.environ, **({} if jit.kernels() is not None else {"CONVSCOPE_JIT": "0"}))
+            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
             if proc.returncode != 0:
                 out[f"{net}/{lib}"] = {"error": proc.stderr.strip().splitlines()[-1:]}
             else:
