@@ -69,10 +69,10 @@ def owned() -> int:
 @contextlib.contextmanager
 def own_cores(n: int | None = None, on_demand: bool = False) -> Iterator[None]:
     """convscope's threads, ``n`` of them (None: BLAS's count on entry), and BLAS on one thread
-    inside the block, BLAS's count restored after.  ``on_demand``: only from the first call of
-    :func:`run` in the block on (a network with no direct convolution keeps BLAS's threads for
-    its GEMMs).  Only the main thread changes BLAS's count (OpenBLAS ignores other threads'
-    settings); in another, the block sets that thread's count alone."""
+    inside the block, BLAS's count restored after.  ``on_demand``: only from the block's first
+    direct convolution on (:func:`take`; a network with none keeps BLAS's threads for its
+    GEMMs).  Only the main thread changes BLAS's count (OpenBLAS ignored a count set from
+    another thread); in another, the block sets that thread's count alone."""
     saved = (getattr(_local, "own", None), getattr(_local, "armed", None),
              getattr(_local, "claimed", False))
     _local.armed, _local.claimed = max(1, int(n if n is not None else threads())), False
