@@ -19,7 +19,6 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 _state: dict[str, Any] = {"executor": None, "workers": 0, "blas": None}
@@ -126,6 +125,8 @@ def run(fn: Any, calls: list[tuple], count: int | None = None) -> None:
         return
     with _lock:
         if _state["workers"] < t - 1:
+            from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 - 12 ms to import
+
             old = _state["executor"]
             _state["executor"] = ThreadPoolExecutor(t - 1, thread_name_prefix="convscope")
             _state["workers"] = t - 1
