@@ -317,10 +317,9 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
     if pw.direct:
         if not need_dx or direct.input_grad_fits(pw.c, pw.w, pw.stride):
             return direct.backward(dy, x, w, pw.stride, pw.pads, need_bias, need_dx)
-        # dx by im2col where its kernel does not fit (an image's few channels), dw, db with it
-        pw = pw.narrow()
-        full = padded_source(x, pw)
-        wm = weight_matrix(w, xp_of(w).zeros(pw.k, w.dtype) if pw.bias_col else None, pw)
+        # dx by im2col where its kernel does not fit (an image's few channels), dw, db with it;
+        # zero padding (so no padded copy), the plain plan's filters made below
+        pw, wm = pw.narrow(), None
     xp = xp_of(dy)
     p = pw.narrow()  # the backward runs on the plain plan, but for the wide columns of dW
     npos = p.out_hw[0] * p.out_hw[1]
@@ -336,8 +335,8 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
         if dw is not None:
             return dx, dw, (channel_sum(dy) if need_bias else None)
     col2im = need_dx and tpads is None  # dx chunk by chunk, with dW
-    if pw.wide > 1 and col2im:  # the plain plan's filters, for col2im
-        wm = weight_matrix(w, xp.zeros(p.k, w.dtype) if p.bias_col else None, p)
+    if wm is None or (pw.wide > 1 and col2im):  # the plain plan's filters (col2im's, or none
+        wm = weight_matrix(w, xp.zeros(p.k, w.dtype) if p.bias_col else None, p)  # kept)
     # dY as (K, M), for the plain dW and for col2im: a copy unless dy is channels-last
     dyt = None if p.rows or (pw.wide > 1 and not col2im) else dy_matrix(dy)
     nc = p.chunk(dy.dtype.itemsize)

@@ -59,7 +59,8 @@ def usable(x: Array, w: Array) -> bool:
 
 def _nhwc(name: str, a: Array) -> Array:
     """a (N, C, H, W) as (N, H, W, C), C-contiguous: a view of channels-last memory, else a copy
-    into the named scratch buffer."""
+    into the named scratch buffer.  (Not :func:`.layout.in_layout`, which keeps any view whose
+    channels are innermost: the kernels' signatures need one run of memory.)"""
     t = a.transpose(0, 2, 3, 1)
     if t.flags.c_contiguous:
         return t
@@ -132,13 +133,14 @@ def backward(dy: Array, x: Array, w: Array, stride: tuple, pads: tuple, need_bia
     dx = _input_grad(dyl, w, s, pads, x.shape[2:]) if need_dx else None
     xl = _nhwc("direct_x", x)
     dy5 = dyl.reshape(n, oh, ow, k // KB, KB)
-    parts = [np.zeros((k // KB, kh, kw, c, KB), w.dtype) for _ in split(n, DW_PARTS)]
+    runs = split(n, DW_PARTS)
+    parts = [np.zeros((k // KB, kh, kw, c, KB), w.dtype) for _ in runs]
     if n:
         take()
         name = f"conv_weight_grad_{jit_direct.channel_block(c)}_s{s}"
         run(jit_direct.kernel(name, w.dtype),
             [(xl, dy5, part, pads[0][0], pads[1][0], n0, n1)
-             for part, (n0, n1) in zip(parts, split(n, DW_PARTS))])
+             for part, (n0, n1) in zip(parts, runs)])
     dwp = parts[0]
     for part in parts[1:]:
         dwp += part

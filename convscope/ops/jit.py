@@ -17,9 +17,10 @@ recomputed, alternating processes, channels-first 10.9-11.3 -> 9.8-10.4 ms, chan
 9.3-10.2 -> 6.2-7.7 ms.
 
 Tried and dropped: im2col of channels-last inputs as a kernel (2x slower than NumPy's strided
-copy, which runs near the memory's speed); the kernels over both cores, numba's own threads (against OpenBLAS's) or a
-second Python thread on half the channels or rows (the GIL released): the layer alone ran up to
-1.3x faster, no training step did (ResNet-9, ResNet-20, CIFAR-style: 0.96-1.0x, interleaved).
+copy, which runs near the memory's speed).  Batch norm over both cores lost while BLAS's own
+threads held them (numba's threads, or a second Python thread on half the channels or rows:
+the layer alone up to 1.3x faster, training steps 0.96-1.0x); it runs split now only inside
+:func:`.threads.own_cores`, where BLAS is on one thread (:func:`sweep_runs`).
 
 The kernels are plain Python loops, the sums to read and what the tests run where numba is not
 installed, compiled by ``numba.njit(cache=True, nogil=True)`` on first use (a second or two per
@@ -239,7 +240,7 @@ def bn_forward(kind: str, x: Array, xhat: Array, y: Array, gamma: Array | None,
     if kind == "nci":
         mi = np.empty((2, c), x.dtype)
         run(k.bn_forward_nci, [(x, g, b, float(eps), affine, xhat, y, stats, mi, c0, c1)
-                               for c0, c1 in _parts(x, c)], owned())
+                               for c0, c1 in sweep_runs(c, x.size)], owned())
         mu, inv = mi
     else:
         m = max(x.shape[0], 1)
@@ -252,9 +253,9 @@ def bn_forward(kind: str, x: Array, xhat: Array, y: Array, gamma: Array | None,
         stats[0] = shift + s1
         stats[1] = np.maximum(s2 - s1 * s1, 0.0)
         mu, inv = stats[0].astype(x.dtype), (1.0 / np.sqrt(stats[1] + eps)).astype(x.dtype)
-        run(k.normalise_mc, [(x[r0:r1], mu, inv, g, b, affine, xhat[r0:r1] if not affine else xhat,
-                              y[r0:r1] if affine else y) for r0, r1 in _parts(x, x.shape[0])],
-            owned())
+        run(k.normalise_mc, [(x[r0:r1], mu, inv, g, b, affine, xhat if affine else xhat[r0:r1],
+                              y[r0:r1] if affine else y)
+                             for r0, r1 in sweep_runs(x.shape[0], x.size)], owned())
     mean, var = stats.astype(x.dtype)
     return mean, var, mu, inv
 
@@ -269,7 +270,7 @@ def bn_backward(kind: str, dy: Array, xs: Array, dx: Array, scale: Array, batch_
     if kind == "nci":
         sums = np.zeros((2, c))
         run(k.bn_backward_nci, [(dy, xs, mu, inv, scale, bool(batch_stats), dx, sums, c0, c1)
-                                for c0, c1 in _parts(dy, c)], owned())
+                                for c0, c1 in sweep_runs(c, dy.size)], owned())
     else:
         rows = split(dy.shape[0], PARTS)
         parts = np.zeros((len(rows), 2, c))
@@ -278,7 +279,7 @@ def bn_backward(kind: str, dy: Array, xs: Array, dx: Array, scale: Array, batch_
         sums = sum(parts[1:], parts[0])
         mb, mg = (sums / max(dy.shape[0], 1)).astype(dy.dtype)
         run(k.input_grad_mc, [(dy[r0:r1], xs[r0:r1], mu, inv, mb, mg, scale, bool(batch_stats),
-                               dx[r0:r1]) for r0, r1 in _parts(dy, dy.shape[0])], owned())
+                               dx[r0:r1]) for r0, r1 in sweep_runs(dy.shape[0], dy.size)], owned())
     dbeta, dgamma = sums.astype(dy.dtype)
     return dgamma, dbeta
 
@@ -287,10 +288,13 @@ PARTS = 4  # runs of rows whose sums are added (fixed: the sums do not depend on
 SPLIT_FROM = 1 << 16  # numbers from which a sweep is split over the threads
 
 
-def _parts(a: Array, n: int) -> list[tuple[int, int]]:
-    """(start, stop) runs of a's axis of length n for the sweeps that need no sum: one per
-    thread of a :func:`.threads.own_cores` block where a is large enough, else one."""
-    return split(n, owned()) if a.size >= SPLIT_FROM else [(0, n)]
+def sweep_runs(n: int, size: int, align: int = 1) -> list[tuple[int, int]]:
+    """(start, stop) runs of 0:n for a sweep that needs no sum over ``size`` numbers: one per
+    thread of a :func:`.threads.own_cores` block from :data:`SPLIT_FROM` numbers on, else one;
+    cut at multiples of ``align``."""
+    t = len(split(n, owned())) if size >= SPLIT_FROM else 1
+    cuts = [n * i // t // align * align for i in range(t)] + [n]
+    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a] or [(0, n)]
 
 
 KERNELS = (col_shifted_sums_mc, normalise_mc, bn_forward_nci, col_grad_sums_mc,

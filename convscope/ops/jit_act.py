@@ -22,7 +22,7 @@ import numpy as np
 from .. import workspace
 from . import jit
 from .layout import is_channels_last
-from .threads import owned, run, split
+from .threads import owned, run
 
 Array = Any
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -78,7 +78,8 @@ def relu_forward(x: Array) -> tuple[Array, Array] | None:
     y = workspace.empty(x.shape, x.dtype, np, cl)
     mask = workspace.empty(x.shape, np.bool_, np, cl)
     xf, yf, mf = _flat(x, cl), _flat(y, cl), _flat(mask, cl).view(np.uint8)
-    run(k.relu_forward_flat, [(xf[i:j], yf[i:j], mf[i:j]) for i, j in _runs(xf.size)], owned())
+    runs = jit.sweep_runs(xf.size, xf.size, 64)  # cut at 64 numbers: a cache line of mask bytes
+    run(k.relu_forward_flat, [(xf[i:j], yf[i:j], mf[i:j]) for i, j in runs], owned())
     return y, mask
 
 
@@ -92,15 +93,7 @@ def relu_backward(dy: Array, mask: Array) -> Array | None:
         return None
     dx = workspace.empty(mask.shape, dy.dtype, np, cl)
     mf, dxf = _flat(mask, cl).view(np.uint8), _flat(dx, cl)
-    run(k.relu_backward_flat, [(dyf[i:j], mf[i:j], dxf[i:j]) for i, j in _runs(dyf.size)],
-        owned())
+    runs = jit.sweep_runs(dyf.size, dyf.size, 64)
+    run(k.relu_backward_flat, [(dyf[i:j], mf[i:j], dxf[i:j]) for i, j in runs], owned())
     return dx
 
-
-def _runs(n: int) -> list[tuple[int, int]]:
-    """(start, stop) runs of n numbers: one per thread of a :func:`.threads.own_cores` block
-    from :data:`.jit.SPLIT_FROM` numbers on (cut at multiples of 64, a cache line of mask
-    bytes)."""
-    t = len(split(n, owned())) if n >= jit.SPLIT_FROM else 1
-    cuts = [n * i // t // 64 * 64 for i in range(t)] + [n]
-    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]

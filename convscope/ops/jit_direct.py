@@ -45,8 +45,9 @@ def _forward_source(s: int) -> str:
     · wp[kb, i, j, c, k] for the output rows t0:t1 of the batch (t = n·OH + oh), x zero outside
     its (H, W); x (N, H, W, C), wp (K/KB, kH, kW, C, KB), y5 (N, OH, OW, K/KB, KB), a view whose
     last axis is contiguous.  Positions go in blocks of B, the last block shifted left to end at
-    OW (so OW >= B; a few sums computed twice).  Rows of the filter outside x are skipped; a block whose B columns are not all
-    inside x reads through clamped columns and selects zero for those outside."""
+    OW (so OW >= B; a few sums computed twice).  Rows of the filter outside x are skipped; a
+    block whose B columns are not all inside x reads through clamped columns and selects zero
+    for those outside."""
     def body(pad: str, edge: bool) -> list[str]:
         out = []
         if edge:
