@@ -28,15 +28,17 @@ FIXTURE_OK = [HealthCheck.function_scoped_fixture]
 
 @pytest.fixture
 def kernels_on() -> Iterator[Any]:
-    """Kernels on; the input-gradient path set by the test; both restored after."""
-    saved = conv_ops.TRANSPOSED
+    """Kernels on, the direct convolutions off (the im2col copies are under test); the
+    input-gradient path set by the test; all restored after."""
+    saved, direct = conv_ops.TRANSPOSED, conv_ops.DIRECT
+    conv_ops.DIRECT = False
 
     def choose(transposed: bool) -> None:
         conv_ops.TRANSPOSED = transposed
 
     with jit.turned_on():
         yield choose
-    conv_ops.TRANSPOSED = saved
+    conv_ops.TRANSPOSED, conv_ops.DIRECT = saved, direct
 
 
 @needs_numba

@@ -47,7 +47,11 @@ NUMPY_MODULES = {
                        "wrapper checks type(a) is np.ndarray first)",
     "ops/direct.py": "the compiled direct convolution, reached only for NumPy arrays (conv's "
                      "plan takes it where direct.usable checks type(x) is np.ndarray)",
-    "ops/jit_direct.py": "CPU kernels compiled by numba, called only from ops/direct.py",
+    "ops/direct_lanes.py": "the compiled direct convolution for few filters, reached only for "
+                           "NumPy arrays (conv's plan takes it where direct.usable checks "
+                           "type(x) is np.ndarray)",
+    "ops/jit_direct.py": "CPU kernels compiled by numba, called only from ops/direct.py and "
+                         "ops/direct_lanes.py",
 }
 
 

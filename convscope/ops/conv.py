@@ -1,6 +1,6 @@
-"""The convolution as chunked im2col + one GEMM per chunk: the engine's fast path.  (Where the
-compiled kernels are on and the sizes fit, stride 1 or 2 and a multiple of 16 filters, as in a
-ResNet's convs, it is instead the direct convolution of :mod:`.direct`: no columns, no GEMM.)
+"""The convolution as chunked im2col + one GEMM per chunk: the engine's fast path.  (With the
+compiled kernels on, where the sizes fit, a direct convolution instead, no columns, no GEMM:
+16·n filters at stride 1 or 2 by :mod:`.direct`, fewer at stride 1 by :mod:`.direct_lanes`.)
 
 Every output number is a dot product of F·F·D inputs with one filter (the lecture's w·x + b).  Lay
 the F·F·D inputs under each output position out as one row of a matrix ``cols`` (M = N·OH·OW rows,
@@ -63,7 +63,7 @@ from typing import Any
 from .. import workspace
 from ..runtime import xp_of
 from ..shapes import Pads, Pair
-from . import direct, jit, wide
+from . import direct, direct_lanes, jit, wide
 from .col2im import input_grad_chunk
 from .columns import chunk_columns, columns_view, dy_matrix, padded_source, weight_matrix
 from .conv_rows import backward_rows, forward_rows
@@ -74,23 +74,20 @@ from .padding import PADDING_MODES, unpad2d  # PADDING_MODES: the modes `mode` t
 Array = Any
 SMALL_C = 6  # channels-first columns for channels-first inputs with at most this many channels
 WIDE_K = 16  # channels-last output from this many filters on (fewer: channels-first output)
-# Row-flat columns (ops/conv_rows.py) for channels-first columns at stride 1 with channels-first
-# output (fewer than WIDE_K filters), unless the compiled kernels are on: by NumPy's copies 5x5
-# filters on 3 or 6 channels ran 1.2-1.3x faster forward+backward (with a channels-last output
-# the extra copies lost, 1.2x slower), but plain columns by the compiled copies (ops/jit_conv.py)
-# beat both (3 -> 6 at 32x32, batch 64, forward+backward: rows 11.6 ms, 10.4 with the kernels;
-# columns 13.2 by NumPy's copies, 7.8 by the kernels).  False: im2col everywhere (the tests
-# run both).
+# Row-flat columns (ops/conv_rows.py) for channels-first columns at stride 1 with fewer than
+# WIDE_K filters, with the kernels off (by NumPy's copies 5x5 filters on 3 or 6 channels ran
+# 1.2-1.3x faster forward+backward; the compiled copies of plain columns, ops/jit_conv.py, beat
+# both: 3 -> 6 at 32x32, batch 64, 7.8 ms against 10.4).  False: im2col everywhere.
 ROWS = True
 # The input gradient at stride 1 as a convolution of dY with the flipped filters
 # (_input_grad_transposed) where the layer has no more filters than input channels (K <= C)
 # or at least WIDE_K input channels; False: col2im everywhere (the tests run both).
 TRANSPOSED = True
 # Wide columns (ops/wide.py) in the forward of stride-1 convs with 16-48 filters: P output
-# positions per row of cols, a GEMM P times wider; False: plain columns everywhere (the tests
-# run both).
+# positions per row of cols, a GEMM P times wider; False: plain columns everywhere.
 WIDE = True
 DIRECT = True  # direct convolutions where they fit, with the kernels on (see above); False: none
+_DIRECT = {"blocks": direct, "lanes": direct_lanes}  # Plan.direct -> its module
 
 
 @dataclass(frozen=True)
@@ -116,7 +113,8 @@ class Plan:
     rows: bool  # row-flat columns over the width-padded grid (ops/conv_rows.py)
     wide: int = 1  # output positions per row of cols (ops/wide.py); 1: plain columns
     base: Plan | None = None  # a wide plan's plain one, which its backward pass runs on
-    direct: bool = False  # the compiled direct convolution (ops/direct.py): no columns
+    direct: str = ""  # a compiled direct convolution, no columns: "blocks" (ops/direct.py),
+    # "lanes" (ops/direct_lanes.py); "": im2col
 
     @property
     def padded_hw(self) -> Pair:
@@ -168,7 +166,10 @@ def _plan(x_shape: tuple, w_shape: tuple, bias: bool, stride: Pair, pads: Pads, 
                 channels_first, bias and groups == 1, k >= WIDE_K, rows)
     if use_direct and direct.fits(c, k, stride, dilation, groups, mode, out_hw[1]):
         return dataclasses.replace(base, channels_first=False, out_channels_last=True,
-                                   rows=False, bias_col=False, direct=True, base=base)
+                                   rows=False, bias_col=False, direct="blocks", base=base)
+    if use_direct and direct_lanes.fits(c, k, (kh, kw), stride, dilation, groups, mode, pads,
+                                        out_hw[1]):  # y channels-first, as base's
+        return dataclasses.replace(base, rows=False, bias_col=False, direct="lanes", base=base)
     fits = widen and k >= WIDE_K and groups == 1 and stride == (1, 1) and dilation == (1, 1)
     p = wide.pixels(k, kw, out_hw[1], n * out_hw[0] * out_hw[1]) if fits else 1
     # from channels-first memory only where the wide copy's runs, (P + kW - 1)·C numbers, are
@@ -198,8 +199,8 @@ def conv2d_forward(x: Array, w: Array, b: Array | None, stride: Pair, pads: Pads
     """
     xp = xp_of(x)
     p = make_plan(x, w, b is not None, stride, pads, dilation, groups, out_hw, mode)
-    if p.direct and hook is None:  # no columns: the compiled direct convolution
-        return direct.forward(x, w, b, p.stride, p.pads, p.out_hw), (x, None, None, p)
+    if p.direct and hook is None:  # no columns: a compiled direct convolution
+        return _DIRECT[p.direct].forward(x, w, b, p.stride, p.pads, p.out_hw), (x, None, None, p)
     p = p.narrow() if p.direct else p
     oh, ow = p.out_hw
     npos = oh * ow
@@ -315,8 +316,9 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
     """
     x, full, wm, pw = cache
     if pw.direct:
-        if not need_dx or direct.input_grad_fits(pw.c, pw.w, pw.stride):
-            return direct.backward(dy, x, w, pw.stride, pw.pads, need_bias, need_dx)
+        kind = _DIRECT[pw.direct]
+        if not need_dx or kind.input_grad_fits(pw.c, pw.w, pw.stride):
+            return kind.backward(dy, x, w, pw.stride, pw.pads, need_bias, need_dx)
         # dx by im2col where its kernel does not fit (an image's few channels), dw, db with it;
         # zero padding (so no padded copy), the plain plan's filters made below
         pw, wm = pw.narrow(), None

@@ -131,9 +131,87 @@ def _weight_grad_source(cb: int, s: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---------------------------------------------------------------------------------------------
+# few filters (ops/direct_lanes.py): output positions along a row as the vector lanes
+
+def _lanes_forward_source(m: int, p: int) -> str:
+    """y[n, kb·m + f, oh, o + q] = bias[kb, f] + Σ_(c, i, j) x[n, c, oh + i, o + j + q] ·
+    wp[kb, c, i, j, f] for the output rows t0:t1 of the batch (t = n·OH + oh), x (N, C, Hp, Wp)
+    already zero-padded, wp (K/m, C, kH, kW, m), y (N, K, OH, OW), all channels-first.  Each
+    block is p neighbouring positions of one output row × m filters: p·m sums; a turn of the
+    innermost loop (a tap j) loads p inputs that lie side by side in x's row and m weights.
+    The last block of a row is shifted left to end at OW (so OW >= p)."""
+    lines = [f"def lanes_forward_m{m}_p{p}(x, wp, bias, y, t0, t1):",
+             "    nkb, c_in, kh, kw = wp.shape[0], wp.shape[1], wp.shape[2], wp.shape[3]",
+             "    oh_n, ow_n = y.shape[2], y.shape[3]",
+             "    for t in range(t0, t1):",
+             "        n, oh = t // oh_n, t % oh_n",
+             "        for kb in range(nkb):",
+             "            wb = wp[kb]",
+             "            bb = bias[kb]",
+             f"            for o0 in range(0, ow_n, {p}):",
+             f"                o = min(o0, ow_n - {p})  # (o only starts views: no index < 0)"]
+    lines += [f"                a{f}_{q} = bb[{f}]" for f in range(m) for q in range(p)]
+    lines += ["                for c in range(c_in):",
+              "                    for i in range(kh):",
+              "                        xs = x[n, c, oh + i, o:]",
+              "                        wci = wb[c, i]",
+              "                        for j in range(kw):"]
+    lines += [f"                            x{q} = xs[j + {q}]" for q in range(p)]
+    lines += [f"                            w{f} = wci[j, {f}]" for f in range(m)]
+    lines += [f"                            a{f}_{q} += x{q} * w{f}"
+              for f in range(m) for q in range(p)]
+    for f in range(m):
+        lines.append(f"                yr = y[n, kb * {m} + {f}, oh, o:]")
+        lines += [f"                yr[{q}] = a{f}_{q}" for q in range(p)]
+    return "\n".join(lines) + "\n"
+
+
+def _lanes_weight_grad_source(m: int, p: int) -> str:
+    """acc[kb, c, i, j, f, q] += Σ_(n, oh, o) x[n, c, oh + i, o + q + j] · dy[n, kb·m + f, oh,
+    o + q] over images n0:n1 and blocks of p positions o + q of each output row, x (N, C, Hp,
+    Wp) already zero-padded, dy (N, K, OH, OW), acc (K/m, C, kH, kW, m, p): dW with its last
+    axis (the lanes) still to be summed.  The last block of a row is shifted left to end at OW
+    (so OW >= p), its lanes already counted multiplied by 0.  (Every index is a sum of loop
+    counters from 0 and constants, the block start too: numba then checks none for wrapping
+    around, and LLVM packs the p·m sums into vector registers.)"""
+    lines = [f"def lanes_weight_grad_m{m}_p{p}(x, dy, acc, n0, n1):",
+             "    nkb, c_in, kh, kw = acc.shape[0], acc.shape[1], acc.shape[2], acc.shape[3]",
+             "    oh_n, ow_n = dy.shape[2], dy.shape[3]",
+             f"    nb, skip = ow_n // {p}, {p} - ow_n % {p}  # whole blocks; lanes the last repeats",
+             f"    last = max(ow_n - {p}, 0)",
+             "    zero, one = x.dtype.type(0), x.dtype.type(1)"]
+    lines += [f"    m{q} = one if {q} >= skip else zero" for q in range(p)]
+    lines += ["    for n in range(n0, n1):",
+              "        for kb in range(nkb):",
+              "            for c in range(c_in):",
+              "                for i in range(kh):",
+              "                    for j in range(kw):"]
+    lines += [f"                        a{f}_{q} = zero" for f in range(m) for q in range(p)]
+    lines += ["                        for oh in range(oh_n):",
+              "                            for ob in range(nb):",
+              f"                                o = ob * {p}"]
+    lines += [f"                                x{q} = x[n, c, oh + i, o + j + {q}]"
+              for q in range(p)]
+    lines += [f"                                a{f}_{q} += x{q} * dy[n, kb * {m} + {f}, oh, "
+              f"o + {q}]" for f in range(m) for q in range(p)]
+    lines.append(f"                            if skip < {p}:")
+    lines += [f"                                x{q} = x[n, c, oh + i, last + j + {q}] * m{q}"
+              for q in range(p)]
+    lines += [f"                                a{f}_{q} += x{q} * dy[n, kb * {m} + {f}, oh, "
+              f"last + {q}]" for f in range(m) for q in range(p)]
+    lines += [f"                        acc[kb, c, i, j, {f}, {q}] += a{f}_{q}"
+              for f in range(m) for q in range(p)]
+    return "\n".join(lines) + "\n"
+
+
 STRIDES = (1, 2)
+LANES = (8, 16, 32)  # output positions per block of the few-filter kernels
+LANE_FILTERS = 8  # at most this many filters per block there
 NAMES = tuple(f"conv_forward_s{s}" for s in STRIDES) + tuple(
-    f"conv_weight_grad_{cb}_s{s}" for cb in range(1, CB + 1) for s in STRIDES)
+    f"conv_weight_grad_{cb}_s{s}" for cb in range(1, CB + 1) for s in STRIDES) + tuple(
+    f"lanes_{kind}_m{m}_p{p}" for kind in ("forward", "weight_grad")
+    for m in range(1, LANE_FILTERS + 1) for p in LANES)
 _sources: dict[str, Any] = {}  # name -> the kernel as a Python function (made on first use)
 
 
@@ -142,9 +220,13 @@ def source_kernel(name: str) -> Any:
     text as if written in this file (numba's disk cache finds a kernel by file and name)."""
     fn = _sources.get(name)
     if fn is None:
-        s = int(name.rsplit("_s", 1)[1])
-        text = (_forward_source(s) if name.startswith("conv_forward")
-                else _weight_grad_source(int(name.split("_")[3]), s))
+        if name.startswith("lanes_"):  # lanes_{forward,weight_grad}_m{m}_p{p}
+            m, p = (int(part[1:]) for part in name.split("_")[-2:])
+            text = (_lanes_forward_source if "forward" in name else _lanes_weight_grad_source)(m, p)
+        else:
+            s = int(name.rsplit("_s", 1)[1])
+            text = (_forward_source(s) if name.startswith("conv_forward")
+                    else _weight_grad_source(int(name.split("_")[3]), s))
         namespace: dict[str, Any] = {"__name__": __name__}
         exec(compile(text, __file__, "exec"), namespace)  # noqa: S102 - our own text, above
         fn = _sources[name] = namespace[name]
@@ -177,6 +259,10 @@ def _slp() -> Iterator[None]:
 def _signature(name: str, dtype: np.dtype) -> str:
     t = "float32" if dtype == np.float32 else "float64"
     a4, a5 = f"{t}[:, :, :, ::1]", f"{t}[:, :, :, :, ::1]"
+    if name.startswith("lanes_forward"):
+        return f"void({a4}, {a5}, {t}[:, ::1], {a4}, int64, int64)"
+    if name.startswith("lanes_weight_grad"):
+        return f"void({a4}, {a4}, {t}[:, :, :, :, :, ::1], int64, int64)"
     if name.startswith("conv_forward"):  # y5 any strides: dx's strided phases at stride 2
         return f"void({a4}, {a5}, {t}[::1], {t}[:, :, :, :, :], int64, int64, int64, int64)"
     return f"void({a4}, {a5}, {a5}, int64, int64, int64, int64)"
