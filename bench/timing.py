@@ -3,8 +3,14 @@
 Two libraries in one process each keep a pool of threads that spin for a while after their
 work (OpenBLAS about 0.1 s, PyTorch's OpenMP threads about 3 ms here) and hold the cores the
 other's threads need.  So each timed call can follow a ``gap`` (the caller's choice: bench uses
-0.11 s) and untimed calls of the same function lasting at least ``settle`` seconds (5 ms): each
+0.11 s) and untimed calls of the same function lasting at least ``settle`` seconds (50 ms): each
 library is timed as in its own training loop, its threads warm and the other's asleep.
+
+Why 50 ms: after a gap, a core that slept runs slow for some 30-40 ms of work (measured on
+this VM's virtual CPUs).  convscope's 3 -> 6 5×5 forward (64 images) after a 0.11 s sleep,
+call by call on 2 threads: 2.2 ms, then 1.5-1.9 for 25 calls, then 1.1-1.2; back to back,
+1.0.  With 5 ms of settle calls bench timed the slow calls: that forward 2.07 ms and
+PyTorch's 2.22; with 50 ms, 1.12 and 1.47, as in a training loop.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ class Timing:
 
 
 def interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 2,
-                min_seconds: float = 0.0, gap: float = 0.0, settle: float = 0.005
+                min_seconds: float = 0.0, gap: float = 0.0, settle: float = 0.05
                 ) -> dict[str, Timing]:
     """Time each function ``reps`` times, taking turns (the order flips every round), after
     ``warmup`` untimed rounds; garbage collection is off while timing.  ``settle``: seconds of

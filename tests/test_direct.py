@@ -112,7 +112,7 @@ def test_channel_block_divides_the_channels():
 
 @needs_numba
 @settings(max_examples=25, deadline=None)
-@given(n=st.integers(1, 5), c=st.sampled_from([1, 3, 4, 16, 32]), k=st.sampled_from([16, 32, 48]),
+@given(n=st.integers(1, 5), c=st.sampled_from([1, 3, 6, 16, 32]), k=st.sampled_from([16, 32, 48]),
        h=st.integers(1, 9), wd=st.integers(1, 11), f=st.integers(1, 5), data=st.data(),
        dtype=st.sampled_from([np.float32, np.float64]), last=st.booleans(),
        need_dx=st.booleans(), s=st.sampled_from([1, 2]))
@@ -171,7 +171,10 @@ def test_fits_refuses_what_the_kernels_do_not_compute(stride, dilation, groups, 
     for s in (1, 2):
         for c in (1, 3, 4, 16, 32):
             assert direct.fits(c, 16, (s, s), (1, 1), 1, "zeros", 4)
-    for c in (5, 6, 8, 24):
+    for c in (5, 6, 8, 15):  # fewer than 16 channels: dx, where asked for, by im2col
+        assert direct.fits(c, 16, (1, 1), (1, 1), 1, "zeros", 8)
+        assert not direct.input_grad_fits(c, 8, (1, 1))
+    for c in (24, 40):
         assert not direct.fits(c, 16, (1, 1), (1, 1), 1, "zeros", 8)
     assert direct.input_grad_fits(16, 8, (2, 2)) and not direct.input_grad_fits(16, 7, (2, 2))
     assert not direct.input_grad_fits(8, 8, (1, 1))

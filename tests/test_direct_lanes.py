@@ -179,3 +179,32 @@ def test_lanes_results_do_not_depend_on_the_thread_count():
     for other in outs[1:]:
         for a, bb in zip(outs[0], other):
             assert np.array_equal(a, bb)
+
+
+@needs_numba
+def test_predict_runs_on_convscopes_threads_and_gives_blas_its_threads_back(monkeypatch):
+    blas = threads._blas()
+    net = cs.Sequential(cs.Conv2D(None, 6, 5, padding=2), cs.ReLU(), cs.MaxPool2D(2),
+                        cs.Conv2D(None, 16, 5), cs.ReLU(), cs.Flatten(), cs.Linear(None, 10),
+                        input_shape=(1, 28, 28), seed=0)
+    x = np.random.default_rng(0).random((70, 1, 28, 28), dtype=np.float32)
+    before = None if blas is None else blas.num_threads
+    taken, real = [], threads._claim
+
+    def claim() -> None:  # BLAS's count once the first direct conv has taken the cores
+        real()
+        taken.append(None if blas is None else blas.num_threads)
+
+    monkeypatch.setattr(threads, "_claim", claim)
+    with jit.turned_on():
+        got = net.predict(x, batch_size=32)
+    assert len(taken) == 1  # once, for all three batches
+    assert blas is None or (set(taken) == {1} and blas.num_threads == before)
+    want = net.predict(x, batch_size=32)  # kernels off: im2col
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_small_work_stays_on_one_thread():
+    with threads.own_cores(2):
+        assert threads.count_for(0) == 1 and threads.count_for(threads.SPLIT_WORK) == 1
+        assert threads.count_for(10 * threads.SPLIT_WORK) == 2

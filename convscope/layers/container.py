@@ -12,6 +12,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from ..ops.threads import own_cores
 from ..runtime import device_of, no_grad, to_device, xp_of
 from ..errors import ShapeError
 from ..init import make_rng
@@ -220,13 +221,15 @@ class Sequential(Layer):
     # -- inference -----------------------------------------------------------------------------
     def predict(self, x: Array, batch_size: int = 256) -> Array:
         """Outputs for x in evaluation mode, ``batch_size`` images at a time; keeps no caches.
-        Each batch goes to the model's device; the outputs come back to x's."""
+        Each batch goes to the model's device; the outputs come back to x's.  The cores go to
+        convscope's threads from the first direct convolution on, as in training
+        (:func:`convscope.ops.threads.own_cores`)."""
         if batch_size < 1:
             raise ValueError(f"predict: batch_size must be >= 1, got {batch_size}")
         was_training = self.training
         self.eval()
         try:
-            with no_grad():
+            with no_grad(), own_cores(on_demand=True):
                 starts = range(0, len(x), batch_size) or [0]  # no images: an empty (0, ...) result
                 here = self.device
                 outs = [self.forward(to_device(x[i:i + batch_size], here)) for i in starts]

@@ -27,7 +27,7 @@ from .. import workspace
 from . import jit, jit_direct
 from .jit_direct import B, KB, STRIDES
 from .norm import channel_sum
-from .threads import run, split, take
+from .threads import count_for, run, split, take
 
 Array = Any
 DW_PARTS = 4  # runs of the batch whose weight gradients are summed (fixed: see above)
@@ -38,11 +38,11 @@ def fits(c: int, k: int, stride: tuple, dilation: tuple, groups: int, mode: str,
          ) -> bool:
     """Whether a convolution runs here: stride 1 or 2 both ways, no dilation or groups, zero
     padding, a multiple of 16 filters (the register block), at least B output columns, and a
-    multiple of 16 input channels (so that dx runs here too) or at most 4 (an image's, whose dx
-    a network seldom needs: where it does, the im2col path gives it)."""
+    multiple of 16 input channels (so that dx runs here too) or fewer than 16 (an image's, or
+    LeNet-5's 6: where dx is asked for there, the im2col path computes the backward)."""
     return (stride[0] == stride[1] and stride[0] in STRIDES and dilation == (1, 1)
             and groups == 1 and mode == "zeros" and k % KB == 0 and out_w >= B
-            and (c % KB == 0 or c <= 4))
+            and (c % KB == 0 or c < KB))
 
 
 def input_grad_fits(c: int, w: int, stride: tuple) -> bool:
@@ -84,7 +84,8 @@ def _convolve(src: Array, wp: Array, bias: Array, top_left: tuple, out: Array, s
         y5 = np.lib.stride_tricks.as_strided(out, (n, oh, ow, k // KB, KB),
                                              out.strides[:3] + (KB * out.itemsize, out.itemsize))
         run(jit_direct.kernel(f"conv_forward_s{s}", src.dtype),  # rows n·OH + oh split
-            [(src, wp, bias, y5, *top_left, t0, t1) for t0, t1 in split(n * oh)])
+            [(src, wp, bias, y5, *top_left, t0, t1)
+             for t0, t1 in split(n * oh, count_for(out.size * wp[0].size // KB))])
 
 
 def forward(x: Array, w: Array, b: Array | None, stride: tuple, pads: tuple, out_hw: tuple

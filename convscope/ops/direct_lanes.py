@@ -28,7 +28,7 @@ from . import jit_direct
 from .direct import DW_PARTS
 from .jit_direct import LANE_FILTERS, LANES
 from .norm import channel_sum
-from .threads import run, split, take
+from .threads import count_for, run, split, take
 
 Array = Any
 MAX_K = 16  # fewer filters than this (from 16 on, im2col's GEMM or ops/direct.py)
@@ -88,9 +88,10 @@ def _convolve(src: Array, w: Array, bias: Array, out: Array) -> None:
     p = lanes(m, ow, FORWARD_SUMS)
     wp = np.ascontiguousarray(w.reshape(k // m, m, *w.shape[1:]).transpose(0, 2, 3, 4, 1))
     take()  # the cores, where an on_demand own_cores block waits for this
+    count = count_for(out.size * w[0].size)
     if n and oh:
         run(jit_direct.kernel(f"lanes_forward_m{m}_p{p}", src.dtype),  # rows n·OH + oh split
-            [(src, wp, bias.reshape(k // m, m), out, t0, t1) for t0, t1 in split(n * oh)])
+            [(src, wp, bias.reshape(k // m, m), out, t0, t1) for t0, t1 in split(n * oh, count)])
 
 
 def forward(x: Array, w: Array, b: Array | None, stride: tuple, pads: tuple, out_hw: tuple
@@ -126,7 +127,8 @@ def backward(dy: Array, x: Array, w: Array, stride: tuple, pads: tuple, need_bia
     if n:
         take()
         run(jit_direct.kernel(f"lanes_weight_grad_m{m}_p{p}", w.dtype),
-            [(xp, dyc, part, n0, n1) for part, (n0, n1) in zip(parts, runs)])
+            [(xp, dyc, part, n0, n1) for part, (n0, n1) in zip(parts, runs)],
+            count_for(dy.size * w[0].size))
     acc = parts[0]
     for part in parts[1:]:
         acc += part

@@ -101,6 +101,18 @@ def _claim() -> None:
         _local.claimed = True
 
 
+# multiply-adds per thread at least (:func:`count_for`): waking a thread costs tens of
+# microseconds, and LeNet-5's convs on one image (118 and 240 thousand) took longer split over
+# 2 threads than on 1
+SPLIT_WORK = 2**20
+
+
+def count_for(work: int) -> int:
+    """Threads for ``work`` multiply-adds: :func:`threads`, fewer where each would get less
+    than :data:`SPLIT_WORK`; at least one."""
+    return min(threads(), max(1, work // SPLIT_WORK))
+
+
 def split(n: int, parts: int | None = None) -> list[tuple[int, int]]:
     """Items 0:n as (start, stop) in ``parts`` nearly equal runs (None: one per thread), at
     most n of them, at least one."""

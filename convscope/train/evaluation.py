@@ -12,6 +12,7 @@ from ..data.batches import to_float, tta_views
 from ..layers.container import Sequential
 from ..losses import CrossEntropyLoss
 from ..ops.loss import softmax
+from ..ops.threads import own_cores
 from ..runtime import no_grad, to_device, to_host
 
 __all__ = ["Evaluation", "evaluate", "model_dtype", "prepare", "check_images"]
@@ -73,8 +74,8 @@ def evaluate(model: Sequential, x: np.ndarray, y: np.ndarray, *,
     loss_fn = CrossEntropyLoss()
     was_training = model.training
     model.eval()
-    try:
-        with no_grad():
+    try:  # the cores to convscope's threads from the first direct convolution on (ops/threads.py)
+        with no_grad(), own_cores(on_demand=True):
             for i in range(0, len(x), batch_size):
                 xb, yb = x[i:i + batch_size], y[i:i + batch_size]
                 if tta == "none":
