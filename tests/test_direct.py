@@ -112,7 +112,7 @@ def test_channel_block_divides_the_channels():
 
 @needs_numba
 @settings(max_examples=25, deadline=None)
-@given(n=st.integers(1, 5), c=st.sampled_from([1, 3, 6, 16, 32]), k=st.sampled_from([16, 32, 48]),
+@given(n=st.integers(1, 5), c=st.sampled_from([1, 3, 4, 16, 32]), k=st.sampled_from([16, 32, 48]),
        h=st.integers(1, 9), wd=st.integers(1, 11), f=st.integers(1, 5), data=st.data(),
        dtype=st.sampled_from([np.float32, np.float64]), last=st.booleans(),
        need_dx=st.booleans(), s=st.sampled_from([1, 2]))
@@ -171,11 +171,13 @@ def test_fits_refuses_what_the_kernels_do_not_compute(stride, dilation, groups, 
     for s in (1, 2):
         for c in (1, 3, 4, 16, 32):
             assert direct.fits(c, 16, (s, s), (1, 1), 1, "zeros", 4)
-    for c in (5, 6, 8, 15):  # fewer than 16 channels: dx, where asked for, by im2col
-        assert direct.fits(c, 16, (1, 1), (1, 1), 1, "zeros", 8)
+    for c in (5, 6, 8, 15):  # in training no; under inference, with no dx to come, yes
+        assert not direct.fits(c, 16, (1, 1), (1, 1), 1, "zeros", 8)
+        assert direct.fits(c, 16, (1, 1), (1, 1), 1, "zeros", 8, direct.FEW_CHANNELS_FROM)
+        assert not direct.fits(c, 16, (1, 1), (1, 1), 1, "zeros", 8, direct.FEW_CHANNELS_FROM - 1)
         assert not direct.input_grad_fits(c, 8, (1, 1))
     for c in (24, 40):
-        assert not direct.fits(c, 16, (1, 1), (1, 1), 1, "zeros", 8)
+        assert not direct.fits(c, 16, (1, 1), (1, 1), 1, "zeros", 8, 10**6)
     assert direct.input_grad_fits(16, 8, (2, 2)) and not direct.input_grad_fits(16, 7, (2, 2))
     assert not direct.input_grad_fits(8, 8, (1, 1))
 
@@ -324,3 +326,15 @@ def test_batch_norm_and_relu_split_over_threads_give_the_same_numbers(last):
             assert np.array_equal(a, b)
     for a, b in zip(outs[0], ref):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-3)
+
+
+@needs_numba
+def test_fewer_than_16_channels_run_direct_only_where_no_backward_follows():
+    w = np.zeros((16, 6, 5, 5), np.float32)  # LeNet-5's second conv
+    args = (True, (1, 1), ((0, 0), (0, 0)), (1, 1), 1, (10, 10), "zeros")
+    big, small = np.zeros((256, 6, 14, 14), np.float32), np.zeros((64, 6, 14, 14), np.float32)
+    with jit.turned_on():
+        assert C.make_plan(big, w, *args).direct == ""  # training: wide columns
+        with cs.no_grad():
+            assert C.make_plan(big, w, *args).direct == "blocks"
+            assert C.make_plan(small, w, *args).direct == ""  # 6400 positions: columns

@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import workspace
-from ..runtime import xp_of
+from ..runtime import grad_enabled, xp_of
 from ..shapes import Pads, Pair
 from . import direct, direct_lanes, jit, wide
 from .col2im import input_grad_chunk
@@ -153,18 +153,19 @@ def make_plan(x: Array, w: Array, bias: bool, stride: Pair, pads: Pads, dilation
                  tuple(dilation), groups, tuple(out_hw), mode, channels_first,
                  ROWS and channels_first and tuple(stride) == (1, 1)
                  and w.shape[0] < WIDE_K and jit.kernels() is None, WIDE,
-                 DIRECT and direct.usable(x, w))
+                 DIRECT and direct.usable(x, w), not grad_enabled())
 
 
 @functools.lru_cache(maxsize=256)
 def _plan(x_shape: tuple, w_shape: tuple, bias: bool, stride: Pair, pads: Pads, dilation: Pair,
           groups: int, out_hw: Pair, mode: str, channels_first: bool, rows: bool, widen: bool,
-          use_direct: bool = False) -> Plan:
+          use_direct: bool = False, inference: bool = False) -> Plan:
     n, c, h, wd = x_shape
     k, _, kh, kw = w_shape
     base = Plan(n, c, h, wd, k, kh, kw, stride, dilation, pads, out_hw, groups, mode,
                 channels_first, bias and groups == 1, k >= WIDE_K, rows)
-    if use_direct and direct.fits(c, k, stride, dilation, groups, mode, out_hw[1]):
+    m = n * out_hw[0] * out_hw[1] if inference else 0  # output positions, no backward to come
+    if use_direct and direct.fits(c, k, stride, dilation, groups, mode, out_hw[1], m):
         return dataclasses.replace(base, channels_first=False, out_channels_last=True,
                                    rows=False, bias_col=False, direct="blocks", base=base)
     if use_direct and direct_lanes.fits(c, k, (kh, kw), stride, dilation, groups, mode, pads,
@@ -316,9 +317,8 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
     """
     x, full, wm, pw = cache
     if pw.direct:
-        kind = _DIRECT[pw.direct]
-        if not need_dx or kind.input_grad_fits(pw.c, pw.w, pw.stride):
-            return kind.backward(dy, x, w, pw.stride, pw.pads, need_bias, need_dx)
+        if not need_dx or _DIRECT[pw.direct].input_grad_fits(pw.c, pw.w, pw.stride):
+            return _DIRECT[pw.direct].backward(dy, x, w, pw.stride, pw.pads, need_bias, need_dx)
         # dx by im2col where its kernel does not fit (an image's few channels), dw, db with it;
         # zero padding (so no padded copy), the plain plan's filters made below
         pw, wm = pw.narrow(), None

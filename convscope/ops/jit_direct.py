@@ -178,7 +178,7 @@ def _lanes_weight_grad_source(m: int, p: int) -> str:
     lines = [f"def lanes_weight_grad_m{m}_p{p}(x, dy, acc, n0, n1):",
              "    nkb, c_in, kh, kw = acc.shape[0], acc.shape[1], acc.shape[2], acc.shape[3]",
              "    oh_n, ow_n = dy.shape[2], dy.shape[3]",
-             f"    nb, skip = ow_n // {p}, {p} - ow_n % {p}  # whole blocks; lanes the last repeats",
+             f"    nb, skip = ow_n // {p}, {p} - ow_n % {p}  # blocks; lanes the last redoes",
              f"    last = max(ow_n - {p}, 0)",
              "    zero, one = x.dtype.type(0), x.dtype.type(1)"]
     lines += [f"    m{q} = one if {q} >= skip else zero" for q in range(p)]
