@@ -36,18 +36,21 @@ def _reset_peak() -> bool:
         return False
 
 
-def _load_kernels() -> None:
-    """The compiled kernels on, as in ``convscope train``, and every float32 one loaded (from
-    numba's cache, or compiled) before the peak is reset: the steps' peak is then their
-    arrays', not the compiler's."""
-    import numpy as np
+def _load_kernels(net: str) -> None:
+    """The compiled kernels on, as in ``convscope train``, and the ones this network's step
+    uses loaded (from numba's cache, or compiled) by one step on one image before the peak is
+    reset: the steps' peak is then their arrays', not the compiler's.  (Loading every kernel
+    instead took minutes where none was cached, and the compiler's freed memory, reused by the
+    steps, hid most of their peak: LeNet-5's read 3.1 MiB.)"""
+    import torch
 
-    from convscope.ops import jit, jit_direct
+    from convscope.ops import jit
+
+    from .cases import step_functions
 
     if jit.enable(True):
         jit.kernels()
-        for name in jit_direct.NAMES:
-            jit_direct.kernel(name, np.float32)
+        step_functions(torch, net, batch=1)[0]()
 
 
 def measure(net: str, library: str, threads: int) -> dict:
@@ -59,7 +62,7 @@ def measure(net: str, library: str, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     if library == "convscope":
-        _load_kernels()
+        _load_kernels(net)
     with threadpool_limits(limits=threads, user_api="blas"):
         ours, theirs = step_functions(torch, net)
         fn = ours if library == "convscope" else theirs
