@@ -182,30 +182,42 @@ def test_fits_refuses_what_the_kernels_do_not_compute(stride, dilation, groups, 
     assert not direct.input_grad_fits(8, 8, (1, 1))
 
 
-@needs_numba
-def test_direct_gradients_match_finite_differences_in_float64():
-    rng = np.random.default_rng(3)
-    f64 = dict(dtype=np.float64)
-    net = cs.Sequential(cs.Conv2D(None, 16, 3, padding=1, **f64), cs.ReLU(),
-                        cs.Conv2D(None, 16, 3, padding=1, **f64), cs.Flatten(),
-                        cs.Linear(None, 3, **f64), input_shape=(16, 5, 6), seed=1)
-    x = rng.standard_normal((2, 16, 5, 6))
-    labels = np.array([0, 2])
+def check_gradients(net: cs.Sequential, x: np.ndarray, kinds: dict[int, str]) -> None:
+    """dW of the conv layers ``kinds`` names (all of ``net``'s) and dx of ``net`` (float64,
+    kernels on) against central differences of its cross-entropy, each of those layers
+    asserted to run on the direct path of its kind."""
+    labels = np.arange(len(x)) % 3
     loss_fn = cs.CrossEntropyLoss()
 
     def loss() -> float:
         return float(loss_fn.forward(net.forward(x), labels))
 
     with jit.turned_on():
-        assert C.make_plan(x, net.layers[0].params["weight"], True, (1, 1), ((1, 1), (1, 1)),
-                           (1, 1), 1, (5, 6), "zeros").direct
+        seen, real = [], C.make_plan  # the plans of the convs' forwards, in order
+        C.make_plan = lambda *a: seen.append(real(*a).direct) or real(*a)
+        try:
+            net.forward(x)
+        finally:
+            C.make_plan = real
+        assert seen == list(kinds.values())
         net.zero_grad()
         loss()
         dx = net.backward(loss_fn.backward())
-        dw = net.layers[2].grads["weight"].copy()
-        np.testing.assert_allclose(dw, numeric_grad(loss, net.layers[2].params["weight"]),
-                                   rtol=1e-6, atol=1e-9)
+        for i in kinds:
+            np.testing.assert_allclose(net.layers[i].grads["weight"],
+                                       numeric_grad(loss, net.layers[i].params["weight"]),
+                                       rtol=1e-6, atol=1e-9)
         np.testing.assert_allclose(dx, numeric_grad(loss, x), rtol=1e-6, atol=1e-9)
+
+
+@needs_numba
+def test_direct_gradients_match_finite_differences_in_float64():
+    f64 = dict(dtype=np.float64)
+    net = cs.Sequential(cs.Conv2D(None, 16, 3, padding=1, **f64), cs.ReLU(),
+                        cs.Conv2D(None, 16, 3, padding=1, **f64), cs.Flatten(),
+                        cs.Linear(None, 3, **f64), input_shape=(16, 5, 6), seed=1)
+    check_gradients(net, np.random.default_rng(3).standard_normal((2, 16, 5, 6)),
+                    {0: "blocks", 2: "blocks"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,19 +225,25 @@ def test_direct_gradients_match_finite_differences_in_float64():
 
 
 @needs_numba
-def test_results_do_not_depend_on_the_thread_count():
+@pytest.mark.parametrize("c, k, h, wd, f, pad, last", [(32, 32, 6, 7, 3, 1, True),  # blocks
+                                                       (3, 6, 11, 30, 5, 2, False)])  # lanes
+def test_results_do_not_depend_on_the_thread_count(c, k, h, wd, f, pad, last):
     rng = np.random.default_rng(5)
-    x = _channels_last(rng.standard_normal((9, 32, 6, 7)).astype(np.float32))
-    w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(32).astype(np.float32)
-    dy = rng.standard_normal((9, 32, 6, 7)).astype(np.float32)
+    x = rng.standard_normal((9, c, h, wd)).astype(np.float32)
+    x = _channels_last(x) if last else x
+    w = rng.standard_normal((k, c, f, f)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    pads = ((pad, pad), (pad, pad))
+    dy = rng.standard_normal((9, k, *_out_hw(x, w, pads))).astype(np.float32)
     outs = []
     for t in (1, 2, 3):
         with threads.own_cores(t):
             assert threads.threads() == t
-            outs.append(_run(x, w, b, ((1, 1), (1, 1)), dy)[1:])
+            outs.append(_run(x, w, b, pads, dy))
+    assert outs[0][0].direct == ("blocks" if k % 16 == 0 else "lanes")
+    assert outs[0][2] is not None  # dx too
     for other in outs[1:]:
-        for a, bb in zip(outs[0], other):
+        for a, bb in zip(outs[0][1:], other[1:]):
             assert np.array_equal(a, bb)
 
 

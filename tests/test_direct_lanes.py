@@ -5,7 +5,8 @@ The kernels' Python source runs here without numba, through the module's own pac
 the whole path (forward, dx, dW, db through ops.conv) is checked over hypothesis-drawn sizes,
 paddings, filter counts, memory layouts and dtypes, each drawn case asserted to have run on the
 lanes so that none passes by falling back.  And: float64 finite differences through a network,
-results that do not depend on the thread count, and what :func:`fits` refuses.
+what :func:`fits` refuses, and predict on convscope's threads (the thread-count independence
+is in test_direct.py).
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import convscope as cs
-from convscope.ops import conv as C, direct_lanes as DL, jit, jit_direct, threads
-from finite_diff import numeric_grad
-from test_direct import _channels_last, _out_hw, _run, _torch_conv
+from convscope.ops import direct_lanes as DL, jit, jit_direct, threads
+from test_direct import _channels_last, _out_hw, _run, _torch_conv, check_gradients
 
 torch = pytest.importorskip("torch")
 needs_numba = pytest.mark.skipif(not jit.available(), reason="numba is not installed")
@@ -135,50 +135,12 @@ def test_a_dx_the_lanes_cannot_take_falls_back_to_im2col():
 
 @needs_numba
 def test_lanes_gradients_match_finite_differences_in_float64():
-    rng = np.random.default_rng(4)
     f64 = dict(dtype=np.float64)
     net = cs.Sequential(cs.Conv2D(None, 6, 3, padding=1, **f64), cs.ReLU(),
                         cs.Conv2D(None, 3, 5, padding=(2, 1), **f64), cs.Flatten(),
                         cs.Linear(None, 3, **f64), input_shape=(2, 4, 10), seed=2)
-    x = rng.standard_normal((2, 2, 4, 10))
-    labels = np.array([1, 2])
-    loss_fn = cs.CrossEntropyLoss()
-
-    def loss() -> float:
-        return float(loss_fn.forward(net.forward(x), labels))
-
-    with jit.turned_on():
-        for i in (0, 2):
-            layer = net.layers[i]
-            assert C.make_plan(x if i == 0 else np.zeros((2, 6, 4, 10)), layer.params["weight"],
-                               True, (1, 1), layer.pads, (1, 1), 1,
-                               (4, 10 if i == 0 else 8), "zeros").direct == "lanes"
-        net.zero_grad()
-        loss()
-        dx = net.backward(loss_fn.backward())
-        for i in (0, 2):
-            np.testing.assert_allclose(net.layers[i].grads["weight"],
-                                       numeric_grad(loss, net.layers[i].params["weight"]),
-                                       rtol=1e-6, atol=1e-9)
-        np.testing.assert_allclose(dx, numeric_grad(loss, x), rtol=1e-6, atol=1e-9)
-
-
-@needs_numba
-def test_lanes_results_do_not_depend_on_the_thread_count():
-    rng = np.random.default_rng(6)
-    x = rng.standard_normal((9, 3, 11, 30)).astype(np.float32)
-    w = rng.standard_normal((6, 3, 5, 5)).astype(np.float32)
-    b = rng.standard_normal(6).astype(np.float32)
-    pads = ((2, 2), (2, 2))
-    dy = rng.standard_normal((9, 6, 11, 30)).astype(np.float32)
-    outs = []
-    for t in (1, 2, 3):
-        with threads.own_cores(t):
-            outs.append(_run(x, w, b, pads, dy)[1:])
-    assert outs[0][1] is not None
-    for other in outs[1:]:
-        for a, bb in zip(outs[0], other):
-            assert np.array_equal(a, bb)
+    check_gradients(net, np.random.default_rng(4).standard_normal((2, 2, 4, 10)),
+                    {0: "lanes", 2: "lanes"})
 
 
 @needs_numba
