@@ -37,7 +37,8 @@ FORWARD_SUMS, WEIGHT_SUMS = 12, 8  # a block's sums, in vector registers of 8 fl
 
 def block(k: int) -> int:
     """Filters per block for K filters: the largest divisor of K up to 8, or 0 where that is
-    1 or 2 for a K above 2 (7 of 11 filters' loads would be wasted on one)."""
+    1 or 2 for a K above 2 (11 and 13 filters would take one pass over x per filter: left to
+    im2col, unmeasured)."""
     m = next(m for m in range(min(k, LANE_FILTERS), 0, -1) if k % m == 0)
     return m if m >= 3 or m == k else 0
 
