@@ -129,6 +129,24 @@ def _input_grad(dyl: Array, w: Array, s: int, pads: tuple, hw: tuple) -> Array:
     return dx
 
 
+def summed_runs(kernel: Any, before: tuple, after: tuple, shape: tuple, dtype: Any, n: int,
+                work: int) -> Array:
+    """Σ, in order, over :data:`DW_PARTS` fixed runs n0:n1 of the batch's n images, of the
+    part ``kernel(*before, part, *after, n0, n1)`` adds into its own zeroed ``shape`` array,
+    the runs over :func:`.threads.count_for` (``work``) threads: a weight gradient that does
+    not depend on the thread count."""
+    runs = split(n, DW_PARTS)
+    parts = [np.zeros(shape, dtype) for _ in runs]
+    if n:
+        take()  # the cores, where an on_demand own_cores block waits for this
+        run(kernel, [(*before, part, *after, n0, n1) for part, (n0, n1) in zip(parts, runs)],
+            count_for(work))
+    total = parts[0]
+    for part in parts[1:]:
+        total += part
+    return total
+
+
 def backward(dy: Array, x: Array, w: Array, stride: tuple, pads: tuple, need_bias: bool,
              need_dx: bool) -> tuple[Array | None, Array, Array | None]:
     """(dx, dw, db) of :func:`forward` for dy (N, K, OH, OW) in any layout: dx (N, C, H, W) in
@@ -141,16 +159,8 @@ def backward(dy: Array, x: Array, w: Array, stride: tuple, pads: tuple, need_bia
     dx = _input_grad(dyl, w, s, pads, x.shape[2:]) if need_dx else None
     xl = _nhwc("direct_x", x)
     dy5 = dyl.reshape(n, oh, ow, k // KB, KB)
-    runs = split(n, DW_PARTS)
-    parts = [np.zeros((k // KB, kh, kw, c, KB), w.dtype) for _ in runs]
-    if n:
-        take()
-        name = f"conv_weight_grad_{jit_direct.channel_block(c)}_s{s}"
-        run(jit_direct.kernel(name, w.dtype),
-            [(xl, dy5, part, pads[0][0], pads[1][0], n0, n1)
-             for part, (n0, n1) in zip(parts, runs)])
-    dwp = parts[0]
-    for part in parts[1:]:
-        dwp += part
+    name = f"conv_weight_grad_{jit_direct.channel_block(c)}_s{s}"
+    dwp = summed_runs(jit_direct.kernel(name, w.dtype), (xl, dy5), (pads[0][0], pads[1][0]),
+                      (k // KB, kh, kw, c, KB), w.dtype, n, dy.size * c * kh * kw)
     dw = np.ascontiguousarray(dwp.transpose(0, 4, 3, 1, 2).reshape(k, c, kh, kw))
     return dx, dw, (channel_sum(dy) if need_bias else None)

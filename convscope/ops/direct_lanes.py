@@ -25,7 +25,8 @@ import numpy as np
 
 from .. import workspace
 from . import jit_direct
-from .direct import DW_PARTS
+from .conv_rows import zero_border
+from .direct import summed_runs
 from .jit_direct import LANE_FILTERS, LANES
 from .norm import channel_sum
 from .threads import count_for, run, split, take
@@ -73,10 +74,7 @@ def _padded(name: str, a: Array, pads: tuple) -> Array:
         return a
     n, c, h, w = a.shape
     buf = workspace.buffer(name, (n, c, h + t + b, w + l + r), a.dtype, np)
-    buf[:, :, :t] = 0
-    buf[:, :, t + h:] = 0
-    buf[:, :, t:t + h, :l] = 0
-    buf[:, :, t:t + h, l + w:] = 0
+    zero_border(buf, 2, t, b, l, r)
     buf[:, :, t:t + h, l:l + w] = a
     return buf
 
@@ -123,15 +121,7 @@ def backward(dy: Array, x: Array, w: Array, stride: tuple, pads: tuple, need_bia
     dyc = _padded("lanes_dy", dy, ((0, 0), (0, 0)))
     m = block(k)
     p = lanes(m, ow, WEIGHT_SUMS)
-    runs = split(n, DW_PARTS)
-    parts = [np.zeros((k // m, c, kh, kw, m, p), w.dtype) for _ in runs]
-    if n:
-        take()
-        run(jit_direct.kernel(f"lanes_weight_grad_m{m}_p{p}", w.dtype),
-            [(xp, dyc, part, n0, n1) for part, (n0, n1) in zip(parts, runs)],
-            count_for(dy.size * w[0].size))
-    acc = parts[0]
-    for part in parts[1:]:
-        acc += part
+    acc = summed_runs(jit_direct.kernel(f"lanes_weight_grad_m{m}_p{p}", w.dtype), (xp, dyc),
+                      (), (k // m, c, kh, kw, m, p), w.dtype, n, dy.size * w[0].size)
     dw = np.ascontiguousarray(acc.sum(axis=-1).transpose(0, 4, 1, 2, 3).reshape(k, c, kh, kw))
     return dx, dw, (channel_sum(dy) if need_bias else None)
