@@ -14,13 +14,20 @@ same memory, one array fewer written).  The backward is one sweep for both sums 
 writes dx.  The bench's 64×32×32×32 forward + backward: NumPy 15-21 ms; three sweeps forward
 9.7-13.9 ms; two 7.1-9.4 ms (PyTorch 4-11 ms across these runs: compare within one run); x̂
 recomputed, alternating processes, channels-first 10.9-11.3 -> 9.8-10.4 ms, channels-last
-9.3-10.2 -> 6.2-7.7 ms.
+9.3-10.2 -> 6.2-7.7 ms.  The channels-last sums in blocks of 256 rows in x's dtype, not each
+number in float64 (whose conversions and adds bounded the sweep), on 2 threads, the bench's
+timing: 5.3-5.5 -> 4.1 ms (PyTorch 5.0-7.6 alongside).
 
 Tried and dropped: im2col of channels-last inputs as a kernel (2x slower than NumPy's strided
 copy, which runs near the memory's speed).  Batch norm over both cores lost while BLAS's own
 threads held them (numba's threads, or a second Python thread on half the channels or rows:
 the layer alone up to 1.3x faster, training steps 0.96-1.0x); it runs split now only inside
-:func:`.threads.own_cores`, where BLAS is on one thread (:func:`sweep_runs`).
+:func:`.threads.own_cores`, where BLAS is on one thread (:func:`sweep_runs`).  numba's
+``parallel=True`` (GNU OpenMP) ran the layer in 2.7 ms against 4.2 on convscope's threads, but
+its threads spin after each kernel, on the cores the direct convolutions' threads want:
+ResNet-20's step 320 -> 490 ms, the CIFAR-style 42 -> 65 (alternating runs); with the spin off
+(``GOMP_SPINCOUNT=0``, which PyTorch's OpenMP reads too) the layer took 4.5 ms.  Workers that
+poll for their next task without the GIL (instead of sleeping): 4.2 against 4.5 ms, noise.
 
 The kernels are plain Python loops, the sums to read and what the tests run where numba is not
 installed, compiled by ``numba.njit(cache=True, nogil=True)`` on first use (a second or two per
@@ -107,17 +114,29 @@ def kernels() -> SimpleNamespace | None:
 # batch normalisation: (M, C) rows of channels-last memory, or (N, C, L) channels-first
 
 
+SUM_ROWS = 256  # rows summed in x's dtype before their float64 total (NumPy's path: 256 too)
+
+
 def col_shifted_sums_mc(x: Array, shift: Array, out: Array) -> None:
     """out[0, j] += Σ_i (x[i, j] - shift[j]), out[1, j] += Σ_i (x[i, j] - shift[j])² over the
-    rows of x (M, C), in float64, one sweep.  With shift = one of the column's own values the
-    variance Σ(x - s)²/M - (Σ(x - s)/M)² does not cancel as E[x²] - mean² would when the mean
-    is large against the spread."""
+    rows of x (M, C), one sweep: blocks of :data:`SUM_ROWS` rows summed in x's dtype (shift in
+    it too), their totals in float64.  With shift = one of the column's own values the variance
+    Σ(x - s)²/M - (Σ(x - s)/M)² does not cancel as E[x²] - mean² would when the mean is large
+    against the spread.  (Float64 all through: 1.1-1.3x the time of the sweep.)"""
     m, c = x.shape
-    for i in range(m):
+    s1 = np.zeros(c, x.dtype)  # a block's sums, the loop over j vectorised
+    s2 = np.zeros(c, x.dtype)
+    for b in range((m + SUM_ROWS - 1) // SUM_ROWS):
+        for i in range(b * SUM_ROWS, min(m, (b + 1) * SUM_ROWS)):
+            for j in range(c):
+                d = x[i, j] - shift[j]
+                s1[j] += d
+                s2[j] += d * d
         for j in range(c):
-            d = x[i, j] - shift[j]
-            out[0, j] += d
-            out[1, j] += d * d
+            out[0, j] += s1[j]
+            out[1, j] += s2[j]
+            s1[j] = 0
+            s2[j] = 0
 
 
 def normalise_mc(x: Array, mu: Array, inv: Array, gamma: Array, beta: Array, affine: bool,
@@ -172,13 +191,21 @@ def bn_forward_nci(x: Array, gamma: Array, beta: Array, eps: float, affine: bool
 
 def col_grad_sums_mc(dy: Array, xs: Array, mu: Array, inv: Array, out: Array) -> None:
     """out[0, j] += Σ_i dy (dbeta), out[1, j] += Σ_i dy · x̂ (dgamma) over the rows of dy and
-    xs (M, C), in float64, one sweep; x̂ = (xs - mu) · inv (xs = x̂ itself for mu = 0, inv = 1:
-    exact)."""
+    xs (M, C), one sweep, summed as :func:`col_shifted_sums_mc`; x̂ = (xs - mu) · inv (xs = x̂
+    itself for mu = 0, inv = 1: exact)."""
     m, c = dy.shape
-    for i in range(m):
+    sb = np.zeros(c, dy.dtype)
+    sg = np.zeros(c, dy.dtype)
+    for b in range((m + SUM_ROWS - 1) // SUM_ROWS):
+        for i in range(b * SUM_ROWS, min(m, (b + 1) * SUM_ROWS)):
+            for j in range(c):
+                sb[j] += dy[i, j]
+                sg[j] += dy[i, j] * ((xs[i, j] - mu[j]) * inv[j])
         for j in range(c):
-            out[0, j] += dy[i, j]
-            out[1, j] += dy[i, j] * ((xs[i, j] - mu[j]) * inv[j])
+            out[0, j] += sb[j]
+            out[1, j] += sg[j]
+            sb[j] = 0
+            sg[j] = 0
 
 
 def input_grad_mc(dy: Array, xs: Array, mu: Array, inv: Array, mb: Array, mg: Array,
@@ -244,7 +271,7 @@ def bn_forward(kind: str, x: Array, xhat: Array, y: Array, gamma: Array | None,
         mu, inv = mi
     else:
         m = max(x.shape[0], 1)
-        shift = x[0].astype(np.float64) if len(x) else np.zeros(c)
+        shift = x[0].copy() if len(x) else np.zeros(c, x.dtype)  # d = x - shift in x's dtype
         rows = split(x.shape[0], PARTS)
         sums = np.zeros((len(rows), 2, c))
         run(k.col_shifted_sums_mc, [(x[r0:r1], shift, sums[i]) for i, (r0, r1) in enumerate(rows)],
