@@ -171,8 +171,9 @@ def test_fits_refuses_what_the_kernels_do_not_compute(stride, dilation, groups, 
     for s in (1, 2):
         for c in (1, 3, 4, 16, 32):
             assert direct.fits(c, 16, (s, s), (1, 1), 1, "zeros", 4)
-    for c in (5, 6, 8, 15):  # in training no; under inference, with no dx to come, yes
-        assert not direct.fits(c, 16, (1, 1), (1, 1), 1, "zeros", 8)
+    for c in (5, 6, 8, 15):  # in training only where the cores are held (BLAS on one thread);
+        assert not direct.fits(c, 16, (1, 1), (1, 1), 1, "zeros", 8)  # with no dx to come, from
+        assert direct.fits(c, 16, (1, 1), (1, 1), 1, "zeros", 8, 0, True)  # enough positions
         assert direct.fits(c, 16, (1, 1), (1, 1), 1, "zeros", 8, direct.FEW_CHANNELS_FROM)
         assert not direct.fits(c, 16, (1, 1), (1, 1), 1, "zeros", 8, direct.FEW_CHANNELS_FROM - 1)
         assert not direct.input_grad_fits(c, 8, (1, 1))
@@ -347,12 +348,40 @@ def test_batch_norm_and_relu_split_over_threads_give_the_same_numbers(last):
 
 
 @needs_numba
-def test_fewer_than_16_channels_run_direct_only_where_no_backward_follows():
+def test_fewer_than_16_channels_run_direct_where_blas_has_one_core_or_no_backward_follows():
+    from convscope.ops.threads import own_cores
+
     w = np.zeros((16, 6, 5, 5), np.float32)  # LeNet-5's second conv
     args = (True, (1, 1), ((0, 0), (0, 0)), (1, 1), 1, (10, 10), "zeros")
     big, small = np.zeros((256, 6, 14, 14), np.float32), np.zeros((64, 6, 14, 14), np.float32)
     with jit.turned_on():
-        assert C.make_plan(big, w, *args).direct == ""  # training: wide columns
+        assert C.make_plan(big, w, *args).direct == ""  # training, BLAS's threads: wide columns
+        for on_demand in (False, True):  # the cores held, or to be taken by this conv
+            with own_cores(2, on_demand=on_demand):
+                assert C.make_plan(small, w, *args).direct == "blocks"
+        with own_cores(1):
+            assert C.make_plan(small, w, *args).direct == ""  # no second core for the kernels
         with cs.no_grad():
             assert C.make_plan(big, w, *args).direct == "blocks"
             assert C.make_plan(small, w, *args).direct == ""  # 6400 positions: columns
+
+
+@needs_numba
+@pytest.mark.parametrize("pad", [0, 2])
+def test_a_lenet_conv_in_a_training_step_runs_direct_and_its_gradients_match_torch(pad):
+    """6 -> 16 5x5 inside own_cores(2), as in Trainer.fit: the forward by the direct kernel,
+    dx, dW and db by im2col from the direct forward's cache."""
+    from convscope.ops.threads import own_cores
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((5, 6, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    pads = ((pad, pad), (pad, pad))
+    dy = rng.standard_normal((5, 16) + _out_hw(x, w, pads)).astype(np.float32)
+    with own_cores(2):
+        p, y, dx, dw, db = _run(x, w, b, pads, dy)
+    assert p.direct == "blocks"
+    ty, tdx, tdw, tdb = _torch_conv(x, w, b, pads, dy)
+    for got, ref in ((y, ty), (dx, tdx), (dw, tdw), (db, tdb)):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=2e-3)

@@ -63,7 +63,7 @@ from typing import Any
 from .. import workspace
 from ..runtime import grad_enabled, xp_of
 from ..shapes import Pads, Pair
-from . import direct, direct_lanes, jit, wide
+from . import direct, direct_lanes, jit, threads, wide
 from .col2im import input_grad_chunk
 from .columns import chunk_columns, columns_view, dy_matrix, padded_source, weight_matrix
 from .conv_rows import backward_rows, forward_rows
@@ -153,19 +153,19 @@ def make_plan(x: Array, w: Array, bias: bool, stride: Pair, pads: Pads, dilation
                  tuple(dilation), groups, tuple(out_hw), mode, channels_first,
                  ROWS and channels_first and tuple(stride) == (1, 1)
                  and w.shape[0] < WIDE_K and jit.kernels() is None, WIDE,
-                 DIRECT and direct.usable(x, w), not grad_enabled())
+                 DIRECT and direct.usable(x, w), not grad_enabled(), threads.held() > 1)
 
 
 @functools.lru_cache(maxsize=256)
 def _plan(x_shape: tuple, w_shape: tuple, bias: bool, stride: Pair, pads: Pads, dilation: Pair,
           groups: int, out_hw: Pair, mode: str, channels_first: bool, rows: bool, widen: bool,
-          use_direct: bool = False, inference: bool = False) -> Plan:
+          use_direct: bool = False, inference: bool = False, held: bool = False) -> Plan:
     n, c, h, wd = x_shape
     k, _, kh, kw = w_shape
     base = Plan(n, c, h, wd, k, kh, kw, stride, dilation, pads, out_hw, groups, mode,
                 channels_first, bias and groups == 1, k >= WIDE_K, rows)
     m = n * out_hw[0] * out_hw[1] if inference else 0  # output positions, no backward to come
-    if use_direct and direct.fits(c, k, stride, dilation, groups, mode, out_hw[1], m):
+    if use_direct and direct.fits(c, k, stride, dilation, groups, mode, out_hw[1], m, held):
         return dataclasses.replace(base, channels_first=False, out_channels_last=True,
                                    rows=False, bias_col=False, direct="blocks", base=base)
     if use_direct and direct_lanes.fits(c, k, (kh, kw), stride, dilation, groups, mode, pads,

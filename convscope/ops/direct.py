@@ -34,22 +34,27 @@ DW_PARTS = 4  # runs of the batch whose weight gradients are summed (fixed: see 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # 6 -> 16 5x5 forward, direct against wide columns: 64 images at 12x12 or 14x14 (6400 output
 # positions or fewer) 0.97-1.41 ms against 0.92-0.99; 256 (16384 and 25600) 2.35 and 3.70
-# against 2.69 and 4.38.  In training the wide columns stay: their backward reuses their layout
-# (forward+backward at 12x12 ran 1.4x slower with the forward direct).
+# against 2.69 and 4.38.  In training, outside own_cores, the wide columns stay (forward +
+# backward at 12x12 ran 1.4x slower with the forward direct); inside, their GEMM has one core:
+# LeNet-5's step, 14x14, forward 1.37 -> 0.91 ms direct, the backward by im2col 2.76 -> 2.54.
+# (Its dx by direct_lanes and dW by this module's kernel: 1.9 + 1.1 ms, slower.)
 FEW_CHANNELS_FROM = 2**14
 
 
 def fits(c: int, k: int, stride: tuple, dilation: tuple, groups: int, mode: str, out_w: int,
-         inference: int = 0) -> bool:
+         inference: int = 0, held: bool = False) -> bool:
     """Whether a convolution runs here: stride 1 or 2 both ways, no dilation or groups, zero
     padding, a multiple of 16 filters (the register block), at least B output columns, and a
     multiple of 16 input channels (so that dx runs here too), or at most 4 (an image's, whose dx
     a network seldom needs: where it does, the im2col path computes the backward), or any
-    number below 16 (LeNet-5's 6) for a call with no backward to come and ``inference`` (its
-    N·OH·OW output positions) at least :data:`FEW_CHANNELS_FROM`."""
+    number below 16 (LeNet-5's 6): for a call with no backward to come where ``inference`` (its
+    N·OH·OW output positions) is at least :data:`FEW_CHANNELS_FROM`, else where ``held``
+    (an :func:`.threads.own_cores` block of 2 or more threads holds the cores, so BLAS is on
+    one; the backward by im2col)."""
+    few = inference >= FEW_CHANNELS_FROM if inference else held
     return (stride[0] == stride[1] and stride[0] in STRIDES and dilation == (1, 1)
             and groups == 1 and mode == "zeros" and k % KB == 0 and out_w >= B
-            and (c % KB == 0 or c <= 4 or (c < KB and inference >= FEW_CHANNELS_FROM)))
+            and (c % KB == 0 or c <= 4 or (c < KB and few)))
 
 
 def input_grad_fits(c: int, w: int, stride: tuple) -> bool:

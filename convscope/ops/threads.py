@@ -65,6 +65,12 @@ def owned() -> int:
     return getattr(_local, "own", None) or 1
 
 
+def held() -> int:
+    """The threads of the :func:`own_cores` block around this call, whether it holds the cores
+    (BLAS is on one thread) or waits for its first direct convolution to take them; else 0."""
+    return getattr(_local, "own", None) or getattr(_local, "armed", None) or 0
+
+
 @contextlib.contextmanager
 def own_cores(n: int | None = None, on_demand: bool = False) -> Iterator[None]:
     """convscope's threads, ``n`` of them (None: BLAS's count on entry), and BLAS on one thread
