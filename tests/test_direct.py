@@ -72,18 +72,19 @@ def _windows(xl, pads, f, s, out_hw):
                                                    (5, 6, 4, 3, ((0, 0), (2, 2)), 1),
                                                    (4, 9, 11, 3, ((1, 1), (1, 1)), 2),
                                                    (6, 8, 12, 1, ((0, 0), (0, 0)), 2)])
+@pytest.mark.parametrize("kb", [jit_direct.KB, jit_direct.WIDE_KB])
 def test_the_kernels_python_source_gives_the_convolution_and_its_weight_gradient(c, h, wd, f,
-                                                                                  pads, s):
+                                                                                  pads, s, kb):
     rng = np.random.default_rng(c)
-    n, k = 2, jit_direct.KB
+    n, k = 2, kb
     xl = rng.standard_normal((n, h, wd, c))
     w = rng.standard_normal((k, c, f, f))
     b = rng.standard_normal(k)
     out_hw = ((h + sum(pads[0]) - f) // s + 1, (wd + sum(pads[1]) - f) // s + 1)
     win = _windows(xl, pads, f, s, out_hw)
     y5 = np.empty((n, *out_hw, 1, k))
-    jit_direct.source_kernel(f"conv_forward_s{s}")(xl, direct._packed(w), b, y5, pads[0][0],
-                                                   pads[1][0], 0, n * out_hw[0])
+    jit_direct.source_kernel(jit_direct.forward_name(kb, s))(
+        xl, direct._packed(w, kb), b, y5, pads[0][0], pads[1][0], 0, n * out_hw[0])
     want_y = b + sum(win(i, j) @ w[:, :, i, j].T for i in range(f) for j in range(f))
     np.testing.assert_allclose(y5.reshape(n, *out_hw, k), want_y, rtol=1e-12, atol=1e-12)
     dy = rng.standard_normal((n, *out_hw, k))
@@ -93,7 +94,7 @@ def test_the_kernels_python_source_gives_the_convolution_and_its_weight_gradient
         if c % cb:
             continue
         dwp = np.zeros((1, f, f, c, k))
-        jit_direct.source_kernel(f"conv_weight_grad_{cb}_s{s}")(
+        jit_direct.source_kernel(jit_direct.weight_grad_name(kb, cb, s))(
             xl, dy.reshape(n, *out_hw, 1, k), dwp, pads[0][0], pads[1][0], 0, n)
         np.testing.assert_allclose(dwp.transpose(0, 4, 3, 1, 2).reshape(k, c, f, f), want,
                                    rtol=1e-12, atol=1e-12)
@@ -115,8 +116,18 @@ def test_channel_block_divides_the_channels():
 @given(n=st.integers(1, 5), c=st.sampled_from([1, 3, 4, 16, 32]), k=st.sampled_from([16, 32, 48]),
        h=st.integers(1, 9), wd=st.integers(1, 11), f=st.integers(1, 5), data=st.data(),
        dtype=st.sampled_from([np.float32, np.float64]), last=st.booleans(),
-       need_dx=st.booleans(), s=st.sampled_from([1, 2]))
-def test_direct_equals_im2col_and_torch(n, c, k, h, wd, f, data, dtype, last, need_dx, s):
+       need_dx=st.booleans(), s=st.sampled_from([1, 2]), wide=st.booleans())
+def test_direct_equals_im2col_and_torch(n, c, k, h, wd, f, data, dtype, last, need_dx, s, wide):
+    """Both forward blocks (16 filters x 4 positions, and 32 x 2 where the filters allow) on
+    every machine: ``wide`` sets :data:`.jit_direct.WIDE` for the draw."""
+    before, jit_direct.WIDE = jit_direct.WIDE, wide
+    try:
+        _direct_equals_im2col_and_torch(n, c, k, h, wd, f, data, dtype, last, need_dx, s)
+    finally:
+        jit_direct.WIDE = before
+
+
+def _direct_equals_im2col_and_torch(n, c, k, h, wd, f, data, dtype, last, need_dx, s):
     pads = tuple(tuple(data.draw(st.integers(0, f)) for _ in range(2)) for _ in range(2))
     out_hw = tuple((d + sum(p) - f) // s + 1 for d, p in zip((h, wd + s * 3), pads))
     wd += s * 3  # enough columns out for most draws

@@ -81,23 +81,32 @@ def _nhwc(name: str, a: Array) -> Array:
     return buf
 
 
-def _packed(w: Array) -> Array:
-    """w (K, C, kH, kW) -> (K/KB, kH, kW, C, KB): each block's 16 filters side by side."""
+def _block(k: int) -> int:
+    """Filters per block of the forward kernel for k filters: 32 where the CPU has the
+    registers for them (:func:`.jit_direct.wide_registers`) and k allows, else KB (16)."""
+    wide = jit_direct.WIDE_KB
+    return wide if k % wide == 0 and jit_direct.wide_registers() else KB
+
+
+def _packed(w: Array, kb: int = KB) -> Array:
+    """w (K, C, kH, kW) -> (K/kb, kH, kW, C, kb): each block's kb filters side by side."""
     k, c, kh, kw = w.shape
-    return np.ascontiguousarray(w.reshape(k // KB, KB, c, kh, kw).transpose(0, 3, 4, 2, 1))
+    return np.ascontiguousarray(w.reshape(k // kb, kb, c, kh, kw).transpose(0, 3, 4, 2, 1))
 
 
 def _convolve(src: Array, wp: Array, bias: Array, top_left: tuple, out: Array, s: int) -> None:
     """out (N, OH, OW, K), a view with its last axis contiguous, = the forward kernel at stride
-    s on src (N, H, W, C), zero-padded by top_left = (pt, pl) above and to the left."""
+    s on src (N, H, W, C), zero-padded by top_left = (pt, pl) above and to the left; wp as
+    :func:`_packed` gives it, its block's filters its last axis."""
     n, oh, ow, k = out.shape
+    kb = wp.shape[-1]
     take()  # the cores, where an on_demand own_cores block waits for this
-    if n and oh:  # (N, OH, OW, K/KB, KB): a view, whatever out's first three strides
-        y5 = np.lib.stride_tricks.as_strided(out, (n, oh, ow, k // KB, KB),
-                                             out.strides[:3] + (KB * out.itemsize, out.itemsize))
-        run(jit_direct.kernel(f"conv_forward_s{s}", src.dtype),  # rows n·OH + oh split
+    if n and oh:  # (N, OH, OW, K/kb, kb): a view, whatever out's first three strides
+        y5 = np.lib.stride_tricks.as_strided(out, (n, oh, ow, k // kb, kb),
+                                             out.strides[:3] + (kb * out.itemsize, out.itemsize))
+        run(jit_direct.kernel(jit_direct.forward_name(kb, s), src.dtype),  # rows n·OH + oh
             [(src, wp, bias, y5, *top_left, t0, t1)
-             for t0, t1 in split(n * oh, count_for(out.size * wp[0].size // KB))])
+             for t0, t1 in split(n * oh, count_for(out.size * wp[0].size // kb))])
 
 
 def forward(x: Array, w: Array, b: Array | None, stride: tuple, pads: tuple, out_hw: tuple
@@ -106,8 +115,8 @@ def forward(x: Array, w: Array, b: Array | None, stride: tuple, pads: tuple, out
     and w (K, C, kH, kW) that :func:`fits` and :func:`usable` accept."""
     bias = np.zeros(w.shape[0], w.dtype) if b is None else np.ascontiguousarray(b, w.dtype)
     y = workspace.empty((x.shape[0], w.shape[0], *out_hw), x.dtype, np, channels_last=True)
-    _convolve(_nhwc("direct_x", x), _packed(w), bias, (pads[0][0], pads[1][0]),
-              y.transpose(0, 2, 3, 1), stride[0])
+    _convolve(_nhwc("direct_x", x), _packed(w, _block(w.shape[0])), bias,
+              (pads[0][0], pads[1][0]), y.transpose(0, 2, 3, 1), stride[0])
     return y
 
 
@@ -128,7 +137,7 @@ def _input_grad(dyl: Array, w: Array, s: int, pads: tuple, hw: tuple) -> Array:
                 phase[...] = 0
                 continue
             mh, mw = taps.shape[2:]
-            wt = _packed(taps[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+            wt = _packed(taps[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), _block(c))
             _convolve(dyl, wt, zero, (mh - 1 - (a + pt - i0) // s, mw - 1 - (b + pl - j0) // s),
                       phase, 1)
     return dx
@@ -163,9 +172,10 @@ def backward(dy: Array, x: Array, w: Array, stride: tuple, pads: tuple, need_bia
     dyl = _nhwc("direct_dy", dy)
     dx = _input_grad(dyl, w, s, pads, x.shape[2:]) if need_dx else None
     xl = _nhwc("direct_x", x)
-    dy5 = dyl.reshape(n, oh, ow, k // KB, KB)
-    name = f"conv_weight_grad_{jit_direct.channel_block(c)}_s{s}"
+    kb = _block(k)
+    dy5 = dyl.reshape(n, oh, ow, k // kb, kb)
+    name = jit_direct.weight_grad_name(kb, jit_direct.channel_block(c), s)
     dwp = summed_runs(jit_direct.kernel(name, w.dtype), (xl, dy5), (pads[0][0], pads[1][0]),
-                      (k // KB, kh, kw, c, KB), w.dtype, n, dy.size * c * kh * kw)
+                      (k // kb, kh, kw, c, kb), w.dtype, n, dy.size * c * kh * kw)
     dw = np.ascontiguousarray(dwp.transpose(0, 4, 3, 1, 2).reshape(k, c, kh, kw))
     return dx, dw, (channel_sum(dy) if need_bias else None)

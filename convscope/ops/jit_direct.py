@@ -38,16 +38,52 @@ import numpy as np
 KB = 16  # filters per block: 2 AVX2 registers of float32 per output position
 B = 4  # output positions per block of the forward: B·KB = 64 sums, 8 registers
 CB = 4  # input channels per block of the weight gradient (fewer where C is not a multiple)
+# The forward's block where the CPU has 32 vector registers (AVX-512): 2 positions x 32 filters,
+# 64 sums again, but 32 multiply-adds per input number loaded where the 4 x 16 block does 16.
+# One thread of a 2-core Xeon (Emerald Rapids), the forward kernel alone, alternating in one
+# process: 32 -> 64 channels at 16x16 (64 images) 32 -> 59 GFLOP/s, 64 -> 128 at 8x8 (256) 37
+# -> 69, 32 -> 32 at 32x32 24 -> 49.  Tried there: 4 x 32 47-54 and 2 x 16 38-41, 1 x 64 52-54,
+# 8 x 16 and 512-bit vectors (LLVM's prefer-256-bit off) 36-49; 3 x 32 left the SLP
+# vectorizer's reach (5).  On AVX2's 16 registers 4 x 16 is what was measured (round eight).
+WIDE_KB, WIDE_B = 32, 2
+WIDE: bool | None = None  # the wide block where the filters allow it: None = where AVX-512 is
 
 
-def _forward_source(s: int) -> str:
+def positions(kb: int) -> int:
+    """Output positions per block of the forward kernel with ``kb`` filters per block."""
+    return WIDE_B if kb == WIDE_KB else B
+
+
+def forward_name(kb: int, s: int) -> str:
+    """The forward kernel's name for ``kb`` filters per block (KB or WIDE_KB) at stride s."""
+    return f"conv_forward_s{s}" if kb == KB else f"conv_forward_k{kb}_s{s}"
+
+
+def weight_grad_name(kb: int, cb: int, s: int) -> str:
+    """The weight gradient kernel's name for ``kb`` filters and ``cb`` channels a block."""
+    return f"conv_weight_grad_{cb}_s{s}" if kb == KB else f"conv_weight_grad_k{kb}_{cb}_s{s}"
+
+
+def wide_registers() -> bool:
+    """Whether the forward takes :data:`WIDE_KB` filters a block: :data:`WIDE`, or where it is
+    None whether numba compiles for a CPU with AVX-512 (LLVM's name for its features)."""
+    if WIDE is None:
+        import llvmlite.binding as llvm  # noqa: PLC0415 - numba's, loaded with the kernels
+
+        globals()["WIDE"] = "+avx512f" in llvm.get_host_cpu_features().flatten().split(",")
+    return bool(WIDE)
+
+
+def _forward_source(s: int, kb: int = KB) -> str:
     """y5[n, oh, o, kb, k] = bias[kb·KB + k] + Σ_(i, j, c) x[n, s·oh + i - pt, s·o + j - pl, c]
     · wp[kb, i, j, c, k] for the output rows t0:t1 of the batch (t = n·OH + oh), x zero outside
     its (H, W); x (N, H, W, C), wp (K/KB, kH, kW, C, KB), y5 (N, OH, OW, K/KB, KB), a view whose
     last axis is contiguous.  Positions go in blocks of B, the last block shifted left to end at
     OW (so OW >= B; a few sums computed twice).  Rows of the filter outside x are skipped; a
     block whose B columns are not all inside x reads through clamped columns and selects zero
-    for those outside."""
+    for those outside.  ``kb``: the filters per block, KB (B positions) or WIDE_KB (WIDE_B);
+    below, KB and B stand for the block's two sizes."""
+    KB, B = kb, positions(kb)  # noqa: N806 - the block's sizes, as the docstring names them
     def body(pad: str, edge: bool) -> list[str]:
         out = []
         if edge:
@@ -64,7 +100,7 @@ def _forward_source(s: int) -> str:
         out += [f"{pad}    a{b}_{k} += x{b} * w{k}" for b in range(B) for k in range(KB)]
         return out
 
-    lines = [f"def conv_forward_s{s}(x, wp, bias, y5, pt, pl, t0, t1):",
+    lines = [f"def {forward_name(kb, s)}(x, wp, bias, y5, pt, pl, t0, t1):",
              "    nkb, kh, kw, c_in, _ = wp.shape",
              "    h_n, w_n = x.shape[1], x.shape[2]",
              "    oh_n, ow_n = y5.shape[1], y5.shape[2]",
@@ -95,12 +131,14 @@ def _forward_source(s: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _weight_grad_source(cb: int, s: int) -> str:
+def _weight_grad_source(cb: int, s: int, kb: int = KB) -> str:
     """dwp[kb, i, j, c, k] += Σ_(n, oh, ow) x[n, s·oh + i - pt, s·ow + j - pl, c] · dy5[n, oh,
     ow, kb, k] for images n0:n1, over the positions whose input is inside x (N, H, W, C), C a
     multiple of ``cb``; dy5 (N, OH, OW, K/KB, KB), dwp (K/KB, kH, kW, C, KB).  Sums for cb
-    channels × KB filters stay in registers over an image's positions."""
-    lines = [f"def conv_weight_grad_{cb}_s{s}(x, dy5, dwp, pt, pl, n0, n1):",
+    channels × KB filters stay in registers over an image's positions; ``kb``: KB filters a
+    block, or WIDE_KB (KB below stands for it)."""
+    KB = kb  # noqa: N806 - the block's filters, as the docstring names them
+    lines = [f"def {weight_grad_name(kb, cb, s)}(x, dy5, dwp, pt, pl, n0, n1):",
              "    nkb, kh, kw, c_in, _ = dwp.shape",
              "    h_n, w_n = x.shape[1], x.shape[2]",
              "    oh_n, ow_n = dy5.shape[1], dy5.shape[2]",
@@ -208,8 +246,9 @@ def _lanes_weight_grad_source(m: int, p: int) -> str:
 STRIDES = (1, 2)
 LANES = (8, 16, 32)  # output positions per block of the few-filter kernels
 LANE_FILTERS = 8  # at most this many filters per block there
-NAMES = tuple(f"conv_forward_s{s}" for s in STRIDES) + tuple(
-    f"conv_weight_grad_{cb}_s{s}" for cb in range(1, CB + 1) for s in STRIDES) + tuple(
+NAMES = tuple(forward_name(kb, s) for kb in (KB, WIDE_KB) for s in STRIDES) + tuple(
+    weight_grad_name(kb, cb, s) for kb in (KB, WIDE_KB) for cb in range(1, CB + 1)
+    for s in STRIDES) + tuple(
     f"lanes_{kind}_m{m}_p{p}" for kind in ("forward", "weight_grad")
     for m in range(1, LANE_FILTERS + 1) for p in LANES)
 _sources: dict[str, Any] = {}  # name -> the kernel as a Python function (made on first use)
@@ -225,8 +264,10 @@ def source_kernel(name: str) -> Any:
             text = (_lanes_forward_source if "forward" in name else _lanes_weight_grad_source)(m, p)
         else:
             s = int(name.rsplit("_s", 1)[1])
-            text = (_forward_source(s) if name.startswith("conv_forward")
-                    else _weight_grad_source(int(name.split("_")[3]), s))
+            words = name.split("_")  # conv_forward[_k32]_s1, conv_weight_grad[_k32]_4_s1
+            kb = next((int(w[1:]) for w in words if w[0] == "k" and w[1:].isdigit()), KB)
+            text = (_forward_source(s, kb) if name.startswith("conv_forward")
+                    else _weight_grad_source(int(words[-2]), s, kb))
         namespace: dict[str, Any] = {"__name__": __name__}
         exec(compile(text, __file__, "exec"), namespace)  # noqa: S102 - our own text, above
         fn = _sources[name] = namespace[name]
