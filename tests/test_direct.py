@@ -72,9 +72,10 @@ def _windows(xl, pads, f, s, out_hw):
                                                    (5, 6, 4, 3, ((0, 0), (2, 2)), 1),
                                                    (4, 9, 11, 3, ((1, 1), (1, 1)), 2),
                                                    (6, 8, 12, 1, ((0, 0), (0, 0)), 2)])
-@pytest.mark.parametrize("kb", [jit_direct.KB, jit_direct.WIDE_KB])
+@pytest.mark.parametrize("kb, pos", jit_direct.BLOCKS)
 def test_the_kernels_python_source_gives_the_convolution_and_its_weight_gradient(c, h, wd, f,
-                                                                                  pads, s, kb):
+                                                                                  pads, s, kb,
+                                                                                  pos):
     rng = np.random.default_rng(c)
     n, k = 2, kb
     xl = rng.standard_normal((n, h, wd, c))
@@ -83,7 +84,7 @@ def test_the_kernels_python_source_gives_the_convolution_and_its_weight_gradient
     out_hw = ((h + sum(pads[0]) - f) // s + 1, (wd + sum(pads[1]) - f) // s + 1)
     win = _windows(xl, pads, f, s, out_hw)
     y5 = np.empty((n, *out_hw, 1, k))
-    jit_direct.source_kernel(jit_direct.forward_name(kb, s))(
+    jit_direct.source_kernel(jit_direct.forward_name(kb, pos, s))(
         xl, direct._packed(w, kb), b, y5, pads[0][0], pads[1][0], 0, n * out_hw[0])
     want_y = b + sum(win(i, j) @ w[:, :, i, j].T for i in range(f) for j in range(f))
     np.testing.assert_allclose(y5.reshape(n, *out_hw, k), want_y, rtol=1e-12, atol=1e-12)
@@ -118,8 +119,9 @@ def test_channel_block_divides_the_channels():
        dtype=st.sampled_from([np.float32, np.float64]), last=st.booleans(),
        need_dx=st.booleans(), s=st.sampled_from([1, 2]), wide=st.booleans())
 def test_direct_equals_im2col_and_torch(n, c, k, h, wd, f, data, dtype, last, need_dx, s, wide):
-    """Both forward blocks (16 filters x 4 positions, and 32 x 2 where the filters allow) on
-    every machine: ``wide`` sets :data:`.jit_direct.WIDE` for the draw."""
+    """The blocks of both kinds of CPU (16 filters x 4 positions; 32 x 2 where the filters
+    allow, else 16 x 2) on every machine: ``wide`` sets :data:`.jit_direct.WIDE` for the
+    draw."""
     before, jit_direct.WIDE = jit_direct.WIDE, wide
     try:
         _direct_equals_im2col_and_torch(n, c, k, h, wd, f, data, dtype, last, need_dx, s)

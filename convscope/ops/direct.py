@@ -82,8 +82,8 @@ def _nhwc(name: str, a: Array) -> Array:
 
 
 def _block(k: int) -> int:
-    """Filters per block of the forward kernel for k filters: 32 where the CPU has the
-    registers for them (:func:`.jit_direct.wide_registers`) and k allows, else KB (16)."""
+    """Filters per block of the weight gradient's kernel for k filters: 32 where the CPU has
+    the registers for them (:func:`.jit_direct.wide_registers`) and k allows, else KB (16)."""
     wide = jit_direct.WIDE_KB
     return wide if k % wide == 0 and jit_direct.wide_registers() else KB
 
@@ -97,14 +97,14 @@ def _packed(w: Array, kb: int = KB) -> Array:
 def _convolve(src: Array, wp: Array, bias: Array, top_left: tuple, out: Array, s: int) -> None:
     """out (N, OH, OW, K), a view with its last axis contiguous, = the forward kernel at stride
     s on src (N, H, W, C), zero-padded by top_left = (pt, pl) above and to the left; wp as
-    :func:`_packed` gives it, its block's filters its last axis."""
+    :func:`_packed` gives it for :func:`.jit_direct.forward_block`."""
     n, oh, ow, k = out.shape
-    kb = wp.shape[-1]
+    kb, b = jit_direct.forward_block(k)  # as wp was packed
     take()  # the cores, where an on_demand own_cores block waits for this
     if n and oh:  # (N, OH, OW, K/kb, kb): a view, whatever out's first three strides
         y5 = np.lib.stride_tricks.as_strided(out, (n, oh, ow, k // kb, kb),
                                              out.strides[:3] + (kb * out.itemsize, out.itemsize))
-        run(jit_direct.kernel(jit_direct.forward_name(kb, s), src.dtype),  # rows n·OH + oh
+        run(jit_direct.kernel(jit_direct.forward_name(kb, b, s), src.dtype),  # rows n·OH + oh
             [(src, wp, bias, y5, *top_left, t0, t1)
              for t0, t1 in split(n * oh, count_for(out.size * wp[0].size // kb))])
 
@@ -115,7 +115,7 @@ def forward(x: Array, w: Array, b: Array | None, stride: tuple, pads: tuple, out
     and w (K, C, kH, kW) that :func:`fits` and :func:`usable` accept."""
     bias = np.zeros(w.shape[0], w.dtype) if b is None else np.ascontiguousarray(b, w.dtype)
     y = workspace.empty((x.shape[0], w.shape[0], *out_hw), x.dtype, np, channels_last=True)
-    _convolve(_nhwc("direct_x", x), _packed(w, _block(w.shape[0])), bias,
+    _convolve(_nhwc("direct_x", x), _packed(w, jit_direct.forward_block(w.shape[0])[0]), bias,
               (pads[0][0], pads[1][0]), y.transpose(0, 2, 3, 1), stride[0])
     return y
 
@@ -137,7 +137,8 @@ def _input_grad(dyl: Array, w: Array, s: int, pads: tuple, hw: tuple) -> Array:
                 phase[...] = 0
                 continue
             mh, mw = taps.shape[2:]
-            wt = _packed(taps[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), _block(c))
+            wt = _packed(taps[:, :, ::-1, ::-1].transpose(1, 0, 2, 3),
+                         jit_direct.forward_block(c)[0])
             _convolve(dyl, wt, zero, (mh - 1 - (a + pt - i0) // s, mw - 1 - (b + pl - j0) // s),
                       phase, 1)
     return dx

@@ -8,7 +8,10 @@ input numbers and 16 weights and does 64 multiply-adds in registers: the lecture
 filter, F·F·D multiply-adds per output, with nothing copied.  (im2col copies each input number
 F·F times into columns before its GEMM; those copies were 35-40% of a 3×3 forward on 16-64
 channels.)  The weight gradient keeps CB = 4 input channels × 16 filters of sums in registers
-over each row of output positions.
+over each row of output positions.  Where the CPU has AVX-512's 32 vector registers the blocks
+are 2 positions × 32 filters (or × 16 for 16 filters) and 4 channels × 32 filters
+(:data:`BLOCKS`, :func:`wide_registers`): on a Xeon the 4 × 16 block ran at half PyTorch's
+speed.
 
 The 64 sums are 64 local variables, so each kernel's body is written out as Python source
 (:func:`_forward_source`, :func:`_weight_grad_source`) and compiled from that text: a loop over
@@ -38,25 +41,32 @@ import numpy as np
 KB = 16  # filters per block: 2 AVX2 registers of float32 per output position
 B = 4  # output positions per block of the forward: B·KB = 64 sums, 8 registers
 CB = 4  # input channels per block of the weight gradient (fewer where C is not a multiple)
-# The forward's block where the CPU has 32 vector registers (AVX-512): 2 positions x 32 filters,
-# 64 sums again, but 32 multiply-adds per input number loaded where the 4 x 16 block does 16.
-# One thread of a 2-core Xeon (Emerald Rapids), the forward kernel alone, alternating in one
-# process: 32 -> 64 channels at 16x16 (64 images) 32 -> 59 GFLOP/s, 64 -> 128 at 8x8 (256) 37
-# -> 69, 32 -> 32 at 32x32 24 -> 49.  Tried there: 4 x 32 47-54 and 2 x 16 38-41, 1 x 64 52-54,
-# 8 x 16 and 512-bit vectors (LLVM's prefer-256-bit off) 36-49; 3 x 32 left the SLP
-# vectorizer's reach (5).  On AVX2's 16 registers 4 x 16 is what was measured (round eight).
+# The forward's blocks where the CPU has 32 vector registers (AVX-512): WIDE_B = 2 positions
+# x 32 filters (64 sums again, but 32 multiply-adds per input number loaded where 4 x 16 does
+# 16), and 2 x 16 for 16 filters.  One thread of a 2-core Xeon (Emerald Rapids), the forward
+# kernel alone, alternating in one process, GFLOP/s: 32 -> 64 channels at 16x16 (64 images)
+# 32 -> 59, 64 -> 128 at 8x8 (256 images) 37 -> 69, 32 -> 32 at 32x32 24 -> 49; 16 -> 16 at
+# 32x32 by 2 x 16 28 -> 40, 6 -> 16 at 14x14 23 -> 35.  Tried there: 4 x 32 47-54, 1 x 64
+# 52-54, 8 x 16 30-34, and 512-bit vectors (LLVM's prefer-256-bit off) 36-49; 3 x 32 and 6 x
+# 16 left the SLP vectorizer's reach (3-5).  On AVX2's 16 registers 4 x 16 was measured best
+# (round eight).  The weight gradient's 4 channels x 32 filters, the same three shapes: 42-50
+# -> 55-73 GFLOP/s (2 x 32: 35-52, 1 x 32: 21-31).
 WIDE_KB, WIDE_B = 32, 2
-WIDE: bool | None = None  # the wide block where the filters allow it: None = where AVX-512 is
+WIDE: bool | None = None  # the AVX-512 blocks: None = where the CPU has AVX-512
+BLOCKS = ((KB, B), (KB, WIDE_B), (WIDE_KB, WIDE_B))  # the forward's (filters, positions)
 
 
-def positions(kb: int) -> int:
-    """Output positions per block of the forward kernel with ``kb`` filters per block."""
-    return WIDE_B if kb == WIDE_KB else B
+def forward_block(k: int) -> tuple[int, int]:
+    """(filters, positions) per block of the forward kernel for k filters (a multiple of KB):
+    (32, 2) or (16, 2) where :func:`wide_registers`, else (16, 4)."""
+    if not wide_registers():
+        return KB, B
+    return (WIDE_KB if k % WIDE_KB == 0 else KB), WIDE_B
 
 
-def forward_name(kb: int, s: int) -> str:
-    """The forward kernel's name for ``kb`` filters per block (KB or WIDE_KB) at stride s."""
-    return f"conv_forward_s{s}" if kb == KB else f"conv_forward_k{kb}_s{s}"
+def forward_name(kb: int, b: int, s: int) -> str:
+    """The forward kernel's name for blocks of ``kb`` filters x ``b`` positions at stride s."""
+    return f"conv_forward_s{s}" if (kb, b) == (KB, B) else f"conv_forward_k{kb}_b{b}_s{s}"
 
 
 def weight_grad_name(kb: int, cb: int, s: int) -> str:
@@ -65,8 +75,9 @@ def weight_grad_name(kb: int, cb: int, s: int) -> str:
 
 
 def wide_registers() -> bool:
-    """Whether the forward takes :data:`WIDE_KB` filters a block: :data:`WIDE`, or where it is
-    None whether numba compiles for a CPU with AVX-512 (LLVM's name for its features)."""
+    """Whether the kernels take the AVX-512 blocks (:func:`forward_block`; the weight gradient's
+    32 filters): :data:`WIDE`, or where it is None whether numba compiles for a CPU with
+    AVX-512 (LLVM's name for its features)."""
     if WIDE is None:
         import llvmlite.binding as llvm  # noqa: PLC0415 - numba's, loaded with the kernels
 
@@ -74,16 +85,16 @@ def wide_registers() -> bool:
     return bool(WIDE)
 
 
-def _forward_source(s: int, kb: int = KB) -> str:
+def _forward_source(s: int, kb: int = KB, b: int = B) -> str:
     """y5[n, oh, o, kb, k] = bias[kb·KB + k] + Σ_(i, j, c) x[n, s·oh + i - pt, s·o + j - pl, c]
     · wp[kb, i, j, c, k] for the output rows t0:t1 of the batch (t = n·OH + oh), x zero outside
     its (H, W); x (N, H, W, C), wp (K/KB, kH, kW, C, KB), y5 (N, OH, OW, K/KB, KB), a view whose
     last axis is contiguous.  Positions go in blocks of B, the last block shifted left to end at
     OW (so OW >= B; a few sums computed twice).  Rows of the filter outside x are skipped; a
     block whose B columns are not all inside x reads through clamped columns and selects zero
-    for those outside.  ``kb``: the filters per block, KB (B positions) or WIDE_KB (WIDE_B);
-    below, KB and B stand for the block's two sizes."""
-    KB, B = kb, positions(kb)  # noqa: N806 - the block's sizes, as the docstring names them
+    for those outside.  The block: ``kb`` filters x ``b`` positions (:data:`BLOCKS`), which KB
+    and B stand for below."""
+    KB, B = kb, b  # noqa: N806 - the block's sizes, as the docstring names them
     def body(pad: str, edge: bool) -> list[str]:
         out = []
         if edge:
@@ -100,7 +111,7 @@ def _forward_source(s: int, kb: int = KB) -> str:
         out += [f"{pad}    a{b}_{k} += x{b} * w{k}" for b in range(B) for k in range(KB)]
         return out
 
-    lines = [f"def {forward_name(kb, s)}(x, wp, bias, y5, pt, pl, t0, t1):",
+    lines = [f"def {forward_name(kb, b, s)}(x, wp, bias, y5, pt, pl, t0, t1):",
              "    nkb, kh, kw, c_in, _ = wp.shape",
              "    h_n, w_n = x.shape[1], x.shape[2]",
              "    oh_n, ow_n = y5.shape[1], y5.shape[2]",
@@ -246,7 +257,7 @@ def _lanes_weight_grad_source(m: int, p: int) -> str:
 STRIDES = (1, 2)
 LANES = (8, 16, 32)  # output positions per block of the few-filter kernels
 LANE_FILTERS = 8  # at most this many filters per block there
-NAMES = tuple(forward_name(kb, s) for kb in (KB, WIDE_KB) for s in STRIDES) + tuple(
+NAMES = tuple(forward_name(kb, b, s) for kb, b in BLOCKS for s in STRIDES) + tuple(
     weight_grad_name(kb, cb, s) for kb in (KB, WIDE_KB) for cb in range(1, CB + 1)
     for s in STRIDES) + tuple(
     f"lanes_{kind}_m{m}_p{p}" for kind in ("forward", "weight_grad")
@@ -264,9 +275,10 @@ def source_kernel(name: str) -> Any:
             text = (_lanes_forward_source if "forward" in name else _lanes_weight_grad_source)(m, p)
         else:
             s = int(name.rsplit("_s", 1)[1])
-            words = name.split("_")  # conv_forward[_k32]_s1, conv_weight_grad[_k32]_4_s1
-            kb = next((int(w[1:]) for w in words if w[0] == "k" and w[1:].isdigit()), KB)
-            text = (_forward_source(s, kb) if name.startswith("conv_forward")
+            words = name.split("_")  # conv_forward[_k32_b2]_s1, conv_weight_grad[_k32]_4_s1
+            kb, b = (next((int(w[1:]) for w in words if w[0] == c and w[1:].isdigit()), d)
+                     for c, d in (("k", KB), ("b", B)))
+            text = (_forward_source(s, kb, b) if name.startswith("conv_forward")
                     else _weight_grad_source(int(words[-2]), s, kb))
         namespace: dict[str, Any] = {"__name__": __name__}
         exec(compile(text, __file__, "exec"), namespace)  # noqa: S102 - our own text, above
