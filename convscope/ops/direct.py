@@ -81,13 +81,6 @@ def _nhwc(name: str, a: Array) -> Array:
     return buf
 
 
-def _block(k: int) -> int:
-    """Filters per block of the weight gradient's kernel for k filters: 32 where the CPU has
-    the registers for them (:func:`.jit_direct.wide_registers`) and k allows, else KB (16)."""
-    wide = jit_direct.WIDE_KB
-    return wide if k % wide == 0 and jit_direct.wide_registers() else KB
-
-
 def _packed(w: Array, kb: int = KB) -> Array:
     """w (K, C, kH, kW) -> (K/kb, kH, kW, C, kb): each block's kb filters side by side."""
     k, c, kh, kw = w.shape
@@ -173,7 +166,7 @@ def backward(dy: Array, x: Array, w: Array, stride: tuple, pads: tuple, need_bia
     dyl = _nhwc("direct_dy", dy)
     dx = _input_grad(dyl, w, s, pads, x.shape[2:]) if need_dx else None
     xl = _nhwc("direct_x", x)
-    kb = _block(k)
+    kb = jit_direct.weight_grad_block(k)
     dy5 = dyl.reshape(n, oh, ow, k // kb, kb)
     name = jit_direct.weight_grad_name(kb, jit_direct.channel_block(c), s)
     dwp = summed_runs(jit_direct.kernel(name, w.dtype), (xl, dy5), (pads[0][0], pads[1][0]),

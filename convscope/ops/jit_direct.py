@@ -64,6 +64,12 @@ def forward_block(k: int) -> tuple[int, int]:
     return (WIDE_KB if k % WIDE_KB == 0 else KB), WIDE_B
 
 
+def weight_grad_block(k: int) -> int:
+    """Filters per block of the weight gradient's kernel for k filters (a multiple of KB): 32
+    where :func:`wide_registers` and k allows, else KB."""
+    return WIDE_KB if k % WIDE_KB == 0 and wide_registers() else KB
+
+
 def forward_name(kb: int, b: int, s: int) -> str:
     """The forward kernel's name for blocks of ``kb`` filters x ``b`` positions at stride s."""
     return f"conv_forward_s{s}" if (kb, b) == (KB, B) else f"conv_forward_k{kb}_b{b}_s{s}"
