@@ -8,8 +8,14 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
@@ -162,3 +168,29 @@ def test_serve_command_refuses_a_bad_port(served: dict[str, Any],
                                           capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", str(served["run"]), "--port", "70000"]) == 1
     assert "--port must be 0 to 65535, got 70000" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_serve_started_with_sigint_ignored(served: dict[str, Any]) -> None:
+    """As a non-interactive shell starts a background job (SIGINT ignored, which Python keeps):
+    "Ctrl-C stops" still holds."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "convscope", "serve", str(served["run"]),
+                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=root,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        line = proc.stdout.readline()  # "serving the explorer of ... at URL (Ctrl-C stops)"
+        port = int(re.search(r"127\.0\.0\.1:(\d+)/", line).group(1))
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/")
+        assert conn.getresponse().status == 200
+        conn.close()
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "stopped" in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)

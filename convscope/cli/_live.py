@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..inspect.explore.live import LiveRun, LiveServer
+from ..train.control import sigint_raises
 from ._common import CommandError, say
 
 __all__ = ["add_serve", "serve_args", "Live"]
@@ -85,8 +86,9 @@ class Live:
         print(f"live view: serving the final model at {live.server.url}; Ctrl-C stops",
               flush=True)
         try:
-            while live.thread.is_alive():
-                live.thread.join(0.5)
+            with sigint_raises():
+                while live.thread.is_alive():
+                    live.thread.join(0.5)
         except KeyboardInterrupt:
             say("live view stopped")
         finally:

@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import CommandError
 from ..inspect.explore.server import make_server
 from ..inspect.explore.source import load_target
+from ..train.control import sigint_raises
 
 __all__ = ["add_parser", "run"]
 
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     print(f"serving the explorer of {args.model} at {server.url} (Ctrl-C stops)", flush=True)
     try:
-        server.serve_forever()
+        with sigint_raises():
+            server.serve_forever()
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
     finally:
