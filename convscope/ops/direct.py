@@ -81,16 +81,18 @@ def _nhwc(name: str, a: Array) -> Array:
     return buf
 
 
-def _packed(w: Array, kb: int = KB) -> Array:
-    """w (K, C, kH, kW) -> (K/kb, kH, kW, C, kb): each block's kb filters side by side."""
+def _packed(w: Array, kb: int | None = None) -> Array:
+    """w (K, C, kH, kW) -> (K/kb, kH, kW, C, kb): each block's kb filters side by side (None:
+    the forward kernel's, :func:`.jit_direct.filter_block`)."""
     k, c, kh, kw = w.shape
+    kb = kb or jit_direct.filter_block(k)
     return np.ascontiguousarray(w.reshape(k // kb, kb, c, kh, kw).transpose(0, 3, 4, 2, 1))
 
 
 def _convolve(src: Array, wp: Array, bias: Array, top_left: tuple, out: Array, s: int) -> None:
     """out (N, OH, OW, K), a view with its last axis contiguous, = the forward kernel at stride
     s on src (N, H, W, C), zero-padded by top_left = (pt, pl) above and to the left; wp as
-    :func:`_packed` gives it for :func:`.jit_direct.forward_block`."""
+    :func:`_packed` gives it."""
     n, oh, ow, k = out.shape
     kb, b = jit_direct.forward_block(k)  # as wp was packed
     take()  # the cores, where an on_demand own_cores block waits for this
@@ -108,8 +110,8 @@ def forward(x: Array, w: Array, b: Array | None, stride: tuple, pads: tuple, out
     and w (K, C, kH, kW) that :func:`fits` and :func:`usable` accept."""
     bias = np.zeros(w.shape[0], w.dtype) if b is None else np.ascontiguousarray(b, w.dtype)
     y = workspace.empty((x.shape[0], w.shape[0], *out_hw), x.dtype, np, channels_last=True)
-    _convolve(_nhwc("direct_x", x), _packed(w, jit_direct.forward_block(w.shape[0])[0]), bias,
-              (pads[0][0], pads[1][0]), y.transpose(0, 2, 3, 1), stride[0])
+    _convolve(_nhwc("direct_x", x), _packed(w), bias, (pads[0][0], pads[1][0]),
+              y.transpose(0, 2, 3, 1), stride[0])
     return y
 
 
@@ -130,8 +132,7 @@ def _input_grad(dyl: Array, w: Array, s: int, pads: tuple, hw: tuple) -> Array:
                 phase[...] = 0
                 continue
             mh, mw = taps.shape[2:]
-            wt = _packed(taps[:, :, ::-1, ::-1].transpose(1, 0, 2, 3),
-                         jit_direct.forward_block(c)[0])
+            wt = _packed(taps[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
             _convolve(dyl, wt, zero, (mh - 1 - (a + pt - i0) // s, mw - 1 - (b + pl - j0) // s),
                       phase, 1)
     return dx
@@ -166,7 +167,7 @@ def backward(dy: Array, x: Array, w: Array, stride: tuple, pads: tuple, need_bia
     dyl = _nhwc("direct_dy", dy)
     dx = _input_grad(dyl, w, s, pads, x.shape[2:]) if need_dx else None
     xl = _nhwc("direct_x", x)
-    kb = jit_direct.weight_grad_block(k)
+    kb = jit_direct.filter_block(k)
     dy5 = dyl.reshape(n, oh, ow, k // kb, kb)
     name = jit_direct.weight_grad_name(kb, jit_direct.channel_block(c), s)
     dwp = summed_runs(jit_direct.kernel(name, w.dtype), (xl, dy5), (pads[0][0], pads[1][0]),

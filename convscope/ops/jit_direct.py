@@ -10,7 +10,7 @@ F·F times into columns before its GEMM; those copies were 35-40% of a 3×3 forw
 channels.)  The weight gradient keeps CB = 4 input channels × 16 filters of sums in registers
 over each row of output positions.  Where the CPU has AVX-512's 32 vector registers the blocks
 are 2 positions × 32 filters (or × 16 for 16 filters) and 4 channels × 32 filters
-(:data:`BLOCKS`, :func:`wide_registers`): on a Xeon the 4 × 16 block ran at half PyTorch's
+(:data:`BLOCKS`, :func:`forward_block`): on a Xeon the 4 × 16 block ran at half PyTorch's
 speed.
 
 The 64 sums are 64 local variables, so each kernel's body is written out as Python source
@@ -56,18 +56,16 @@ WIDE: bool | None = None  # the AVX-512 blocks: None = where the CPU has AVX-512
 BLOCKS = ((KB, B), (KB, WIDE_B), (WIDE_KB, WIDE_B))  # the forward's (filters, positions)
 
 
-def forward_block(k: int) -> tuple[int, int]:
-    """(filters, positions) per block of the forward kernel for k filters (a multiple of KB):
-    (32, 2) or (16, 2) where :func:`wide_registers`, else (16, 4)."""
-    if not wide_registers():
-        return KB, B
-    return (WIDE_KB if k % WIDE_KB == 0 else KB), WIDE_B
-
-
-def weight_grad_block(k: int) -> int:
-    """Filters per block of the weight gradient's kernel for k filters (a multiple of KB): 32
-    where :func:`wide_registers` and k allows, else KB."""
+def filter_block(k: int) -> int:
+    """Filters per block of the forward and weight gradient kernels for k filters (a multiple
+    of KB): 32 where :func:`wide_registers` and k allows, else KB."""
     return WIDE_KB if k % WIDE_KB == 0 and wide_registers() else KB
+
+
+def forward_block(k: int) -> tuple[int, int]:
+    """(filters, positions) per block of the forward kernel for k filters: (32, 2) or (16, 2)
+    where :func:`wide_registers`, else (16, 4)."""
+    return filter_block(k), (WIDE_B if wide_registers() else B)
 
 
 def forward_name(kb: int, b: int, s: int) -> str:
@@ -84,11 +82,12 @@ def wide_registers() -> bool:
     """Whether the kernels take the AVX-512 blocks (:func:`forward_block`; the weight gradient's
     32 filters): :data:`WIDE`, or where it is None whether numba compiles for a CPU with
     AVX-512 (LLVM's name for its features)."""
+    global WIDE  # noqa: PLW0603 - measured once, as the tests may set it
     if WIDE is None:
         import llvmlite.binding as llvm  # noqa: PLC0415 - numba's, loaded with the kernels
 
-        globals()["WIDE"] = "+avx512f" in llvm.get_host_cpu_features().flatten().split(",")
-    return bool(WIDE)
+        WIDE = "+avx512f" in llvm.get_host_cpu_features().flatten().split(",")
+    return WIDE
 
 
 def _forward_source(s: int, kb: int = KB, b: int = B) -> str:
