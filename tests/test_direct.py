@@ -398,3 +398,30 @@ def test_a_lenet_conv_in_a_training_step_runs_direct_and_its_gradients_match_tor
     ty, tdx, tdw, tdb = _torch_conv(x, w, b, pads, dy)
     for got, ref in ((y, ty), (dx, tdx), (dw, tdw), (db, tdb)):
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=2e-3)
+
+
+@needs_numba
+@pytest.mark.parametrize("n", [1, 7])
+def test_the_lenet_convs_im2col_backward_in_halves_does_not_depend_on_the_thread_count(n):
+    """The backward of a direct 6 -> 16 forward runs by im2col in IM2COL_PARTS runs of the batch
+    over our threads: the same numbers on 2 and 3 threads, and the one-pass im2col backward's
+    (the runs' dW summed in order, so equal to rounding)."""
+    from convscope.ops import conv
+
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((n, 6, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    pads = ((2, 2), (2, 2))
+    dy = rng.standard_normal((n, 16, 14, 14)).astype(np.float32)
+    outs = []
+    for t in (2, 3):
+        with threads.own_cores(t):
+            outs.append(_run(x, w, b, pads, dy))
+            assert outs[-1][0].direct == "blocks"
+            _, cache = conv.conv2d_forward(x, w, b, (1, 1), pads, (1, 1), 1, (14, 14))
+            one = conv.conv2d_backward(dy, w, (*cache[:2], None, cache[3].narrow()))  # one pass
+    for a, bb in zip(outs[0][2:], outs[1][2:]):
+        assert np.array_equal(a, bb)
+    for got, ref in zip(outs[0][2:], one):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)

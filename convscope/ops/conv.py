@@ -319,9 +319,9 @@ def conv2d_backward(dy: Array, w: Array, cache: tuple, need_bias: bool = True,
     if pw.direct:
         if not need_dx or _DIRECT[pw.direct].input_grad_fits(pw.c, pw.w, pw.stride):
             return _DIRECT[pw.direct].backward(dy, x, w, pw.stride, pw.pads, need_bias, need_dx)
-        # dx by im2col where its kernel does not fit (an image's few channels), dw, db with it;
-        # zero padding (so no padded copy), the plain plan's filters made below
-        pw, wm = pw.narrow(), None
+        # dx by im2col where its kernel does not fit (few channels), on the plain plan, dw with it
+        return direct.im2col_backward(conv2d_backward, dy, w, (x, full, None, pw.narrow()),
+                                      need_bias)
     xp = xp_of(dy)
     p = pw.narrow()  # the backward runs on the plain plan, but for the wide columns of dW
     npos = p.out_hw[0] * p.out_hw[1]

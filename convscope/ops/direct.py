@@ -19,6 +19,7 @@ kernels are off: :mod:`.conv`'s im2col path, the reference the tests hold this t
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,8 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 # backward at 12x12 ran 1.4x slower with the forward direct); inside, their GEMM has one core:
 # LeNet-5's step, 14x14, forward 1.37 -> 0.91 ms direct, the backward by im2col 2.76 -> 2.54.
 # (Its dx by direct_lanes and dW by this module's kernel: 1.9 + 1.1 ms, slower.)
+# That backward by im2col in 2 halves of the batch on our 2 threads: 2.67 -> 1.81 ms (4: 1.94)
+IM2COL_PARTS = 2
 FEW_CHANNELS_FROM = 2**14
 
 
@@ -173,4 +176,32 @@ def backward(dy: Array, x: Array, w: Array, stride: tuple, pads: tuple, need_bia
     dwp = summed_runs(jit_direct.kernel(name, w.dtype), (xl, dy5), (pads[0][0], pads[1][0]),
                       (k // kb, kh, kw, c, kb), w.dtype, n, dy.size * c * kh * kw)
     dw = np.ascontiguousarray(dwp.transpose(0, 4, 3, 1, 2).reshape(k, c, kh, kw))
+    return dx, dw, (channel_sum(dy) if need_bias else None)
+
+
+def im2col_backward(backward_fn: Any, dy: Array, w: Array, cache: tuple, need_bias: bool
+                    ) -> tuple[Array, Array, Array | None]:
+    """(dx, dw, db) by the im2col path (``backward_fn``, :func:`.conv.conv2d_backward`, on the
+    plain plan in ``cache``) where this module ran the forward but dx does not fit its kernel
+    (LeNet-5's 6 -> 16): the batch in :data:`IM2COL_PARTS` fixed runs over convscope's
+    threads, BLAS on one thread in each, dW summed in order (so it does not depend on the thread
+    count).  Why: inside :func:`.threads.own_cores` BLAS has one core, and this backward was the
+    largest part of LeNet-5's step (2.9 of 8 ms)."""
+    x, full, _, p = cache
+    runs = split(p.n, IM2COL_PARTS)
+    out: list = [None] * len(runs)
+
+    def part(i: int, n0: int, n1: int) -> None:
+        sub = (x[n0:n1], None if full is None else full[n0:n1], None,
+               dataclasses.replace(p, n=n1 - n0))
+        out[i] = backward_fn(dy[n0:n1], w, sub, False, True)
+
+    run(part, [(i, n0, n1) for i, (n0, n1) in enumerate(runs)], count_for(dy.size * p.depth))
+    first = out[0][0]
+    dx = workspace.empty(x.shape, first.dtype, np, first.transpose(0, 2, 3, 1).flags.c_contiguous)
+    dw = out[0][1].copy()
+    for (n0, n1), (dxi, dwi, _) in zip(runs, out):
+        dx[n0:n1] = dxi
+    for _, dwi, _ in out[1:]:
+        dw += dwi
     return dx, dw, (channel_sum(dy) if need_bias else None)
